@@ -1,0 +1,112 @@
+"""``python -m rlvr_jax.bench``: learner MFU, sampler throughput and export speed, optionally against the
+transformers + torch peer (``--peer``) at the same shapes. Prints a Markdown table and writes JSON."""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("preset", "qwen3-1.7b", "model preset (rlvr_jax.models.preset_names())")
+flags.DEFINE_list("what", ["learner", "sampler", "export"], "subset of learner,sampler,export")
+flags.DEFINE_string("out", None, "write the results as JSON here")
+flags.DEFINE_integer("batch", 4, "learner: sequences per step")
+flags.DEFINE_integer("seq_len", 2048, "learner: tokens per sequence (prompt + response)")
+flags.DEFINE_integer("prompt_len", 256, "learner: prompt part of each sequence (no loss on it)")
+flags.DEFINE_integer("micro_batch_size", None, "learner: sequences per micro-batch (default: the whole batch)")
+flags.DEFINE_integer("steps", 5, "learner: timed steps (median reported)")
+flags.DEFINE_integer("warmup", 2, "learner: untimed steps first (compile included)")
+flags.DEFINE_enum("remat", "full", ["none", "full", "dots", "dots_no_batch"], "rematerialisation policy")
+flags.DEFINE_enum("attention_impl", None, ["xla", "cudnn"], "jax.nn.dot_product_attention implementation")
+flags.DEFINE_integer("logprob_chunk_size", 256, "learner: sequence chunk of the vocabulary log-softmax")
+flags.DEFINE_integer("sampler_batch", 256, "sampler: rows")
+flags.DEFINE_integer("sampler_prompt_len", 256, "sampler: prompt tokens per row")
+flags.DEFINE_integer("new_tokens", 1024, "sampler: generated tokens per row")
+flags.DEFINE_integer("sampler_repeats", 2, "sampler: timed runs (median reported)")
+flags.DEFINE_boolean("peer", False, "also run transformers + torch at the same shapes")
+flags.DEFINE_integer("peer_sampler_batch", None, "peer sampler rows (default: --sampler_batch)")
+
+
+def _fmt(x, spec=".3g"):
+    return "-" if x is None else format(x, spec)
+
+
+def _ratio(a, b):
+    return None if (a is None or not b) else a / b
+
+
+def markdown(results: dict) -> str:
+    rows = ["| what | shape | rlvr_jax | peer | rlvr_jax / peer |", "|---|---|---|---|---|"]
+    if "learner" in results:
+        r, p = results["learner"], results.get("peer_learner")
+        shape = f"{r['batch']}x{r['seq_len']}"
+        rows.append(f"| learner tokens/s | {shape} | {_fmt(r['tokens_per_s'])} | {_fmt(p and p['tokens_per_s'])} | "
+                    f"{_fmt(_ratio(r['tokens_per_s'], p and p['tokens_per_s']))} |")
+        rows.append(f"| learner step s | {shape} | {_fmt(r['step_time_s'])} | {_fmt(p and p['step_time_s'])} | |")
+        pm = p and p.get("tokens_per_s") and r["mfu"] and r["mfu"] * p["tokens_per_s"] / r["tokens_per_s"]
+        rows.append(f"| learner MFU | {shape} | {_fmt(r['mfu'])} | {_fmt(pm)} | |")
+        mem = r.get("peak_memory_bytes")
+        pmem = p and p.get("peak_memory_bytes")
+        rows.append(f"| learner peak GiB | {shape} | {_fmt(mem and mem / 2**30)} | {_fmt(pmem and pmem / 2**30)} | |")
+    if "sampler" in results:
+        r, p = results["sampler"], results.get("peer_sampler")
+        shape = f"{r['batch']}x({r['prompt_len']}+{r['new_tokens']})"
+        rows.append(f"| sampler tokens/s | {shape} | {_fmt(r['tokens_per_s'])} | {_fmt(p and p['tokens_per_s'])} | "
+                    f"{_fmt(_ratio(r['tokens_per_s'], p and p['tokens_per_s']))} |")
+        rows.append(f"| sampler roofline fraction | {shape} | {_fmt(r['roofline_fraction'])} | | |")
+    if "export" in results:
+        r = results["export"]
+        rows.append(f"| save_hf s/GB | {r['bytes'] / 1e9:.3g} GB | {_fmt(r['s_per_gb'])} | | |")
+    return "\n".join(rows)
+
+
+def main(argv):
+    del argv
+    import jax
+    from rlvr_jax.bench import jax_bench, peer
+
+    what = set(FLAGS.what)
+    unknown = what - {"learner", "sampler", "export"}
+    if unknown:
+        raise app.UsageError(f"--what has unknown entries {sorted(unknown)}")
+    results = {"python": platform.python_version(), "preset": FLAGS.preset, "argv": sys.argv,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    if FLAGS.peer:
+        # The peer runs first, in a spawned child process, before this process initialises a JAX backend:
+        # each framework then has the whole device memory to itself.
+        results.update(peer.run_isolated(FLAGS.preset, what, batch=FLAGS.batch, seq_len=FLAGS.seq_len,
+                                         steps=FLAGS.steps, warmup=FLAGS.warmup,
+                                         sampler_batch=FLAGS.peer_sampler_batch or FLAGS.sampler_batch,
+                                         prompt_len=FLAGS.sampler_prompt_len, new_tokens=FLAGS.new_tokens))
+    results.update({"device": jax_bench.device_kind(), "jax": jax.__version__})
+    if "learner" in what:
+        results["learner"] = jax_bench.bench_learner(
+            FLAGS.preset, FLAGS.batch, FLAGS.seq_len, FLAGS.prompt_len, FLAGS.steps, FLAGS.warmup, FLAGS.remat,
+            FLAGS.attention_impl, FLAGS.micro_batch_size, FLAGS.logprob_chunk_size)
+        print(json.dumps({"learner": results["learner"]}), flush=True)
+    if "sampler" in what:
+        bw = jax_bench.measure_bandwidth() if jax.devices()[0].platform != "cpu" else None
+        results["sampler"] = jax_bench.bench_sampler(
+            FLAGS.preset, FLAGS.sampler_batch, FLAGS.sampler_prompt_len, FLAGS.new_tokens, FLAGS.sampler_repeats,
+            FLAGS.attention_impl, bw)
+        print(json.dumps({"sampler": results["sampler"]}), flush=True)
+    if "export" in what:
+        results["export"] = jax_bench.bench_export(FLAGS.preset)
+    table = markdown(results)
+    print(f"\nrlvr_jax.bench on {results['device']} (jax {results['jax']}), preset {FLAGS.preset}\n")
+    print(table)
+    if FLAGS.out:
+        results["table"] = table
+        with open(FLAGS.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,145 @@
+"""The base experiment config: every field the trainer reads, with verl-like defaults.
+
+Each file in ``configs/`` starts from :func:`get_base_config` and sets only what differs, so a field has
+exactly one default. Every field can be overridden from the command line, e.g.
+``python -m rlvr_jax.train --config=configs/nsr_qwen3.py --config.optim.lr=2e-6``.
+
+Batch-size conventions (verl's):
+  * ``train.prompt_batch_size`` prompts are sampled per RL step, each with ``rollout.n`` rollouts.
+  * ``train.mini_batch_size`` is counted in *prompts*; one optimizer update per mini-batch, so an RL step
+    makes ``ppo_epochs * prompt_batch_size / mini_batch_size`` updates (the paper: 1024 / 256 = 4, the later
+    ones off-policy). ``train.num_mini_batches > 0`` overrides the mini-batch size
+    (``mini_batch_size = prompt_batch_size / num_mini_batches``): ``num_mini_batches=1`` makes every update
+    on-policy, which is the one-flag ablation of "does NSR need clipping + off-policy mini-batches".
+  * ``train.micro_batch_size`` is counted in *sequences* (global, across the mesh); gradients of micro-batches
+    are accumulated exactly (sum of loss sums / sum of denominators).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict(dict(
+        hf_path="",            # Hugging Face checkpoint directory (config.json + safetensors); wins over preset
+        preset="",             # rlvr_jax.models.get_preset name, random init (benchmarks, tiny tests)
+        tokenizer_path="",     # defaults to hf_path; required with a preset
+        dtype="bfloat16",      # compute dtype
+        param_dtype="float32",  # master weights (AdamW states follow)
+        remat="none",          # rematerialisation policy passed to ModelConfig.remat
+        attention_impl="xla",  # jax.nn.dot_product_attention implementation: xla | cudnn
+        logprob_chunk_size=1024,  # sequence chunk for the chunked log-softmax (memory knob)
+    ))
+
+    c.data = ml_collections.ConfigDict(dict(
+        data_dir="../shared/data",
+        train="math_train",
+        eval=("math500",),
+        template="qwen_boxed",  # rlvr_jax.data.templates name
+        max_prompt_len=1024,    # prompts longer than this (in tokens) are dropped and counted
+        reward_format="pm1",    # pm1: {-1,+1} (the paper); 01: {0,1}
+        grade_timeout_s=10.0,
+        grade_workers=4,
+    ))
+
+    c.rollout = ml_collections.ConfigDict(dict(
+        engine="jax",          # jax (in-process sampler) | vllm (OpenAI-compatible server)
+        n=8,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=-1,
+        max_new_tokens=3072,
+        sync_dir="",           # where weight versions are exported for vLLM (default: <out_dir>/weights)
+        vllm=ml_collections.ConfigDict(dict(
+            url="",            # attach to a running server; empty = start one
+            python="",         # interpreter with vllm installed (default: this one)
+            gpu_memory_utilization=0.5,
+            tensor_parallel_size=1,
+            max_model_len=4096,
+            enforce_eager=False,
+            extra_args="",
+            startup_timeout_s=600.0,
+        )),
+    ))
+
+    c.algo = ml_collections.ConfigDict(dict(
+        name="grpo",            # rlvr_jax.objectives registry name
+        lam=0.1,                # W-REINFORCE weight on positive samples (Eq. 11)
+        use_clip=True,          # PPO-style clipped ratio; False = unclipped ratio (ablation)
+        clip_eps_low=0.2,
+        clip_eps_high=0.2,
+        kl_coef=0.0,            # beta
+        kl_in_reward=False,     # PPO: KL penalty folded into the reward; GRPO: in the loss
+        kl_estimator="k3",      # k1 | k2 | k3 (low-variance)
+        use_reference=False,    # keep a frozen reference policy (needed when kl_coef > 0)
+        # The NSR paper's appendix D.1 says 1e-4; its released code kept verl's default 1e-3.
+        entropy_coef=1e-4,
+        loss_agg_mode="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+        form="clipped",         # PSR/NSR/W-REINFORCE/REINFORCE: clipped (paper D.1) | logprob | prob (Eq. 6)
+        adv_estimator="grpo",   # raw (reward as advantage) | grpo (group-normalised) | gae (critic)
+        norm_adv_by_std=True,   # GRPO: divide by the group std (+eps)
+        gamma=1.0,
+        gae_lambda=1.0,
+    ))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-6,
+        weight_decay=0.01,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        grad_clip=1.0,          # global-norm clip; <= 0 disables
+        warmup_steps=0,         # optimizer updates of linear warm-up
+        schedule="constant",    # constant | cosine (after warm-up, down to min_lr_ratio * lr)
+        min_lr_ratio=0.0,
+        critic_lr=1e-5,         # PPO value model
+        critic_warmup_steps=0,
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        seed=0,
+        total_steps=200,          # RL steps
+        prompt_batch_size=1024,
+        mini_batch_size=256,      # prompts per optimizer update
+        num_mini_batches=0,       # > 0 overrides mini_batch_size (see module docstring)
+        micro_batch_size=8,       # sequences per gradient-accumulation micro-batch (global)
+        ppo_epochs=1,
+        shuffle=True,             # shuffle prompts into mini-batches each epoch
+        max_nonfinite_in_a_row=5,  # this many skipped (non-finite) updates in a row stop the run
+        length_bucket=128,        # sequences are right-padded to a multiple of this many tokens
+        export_final=True,        # save_hf the final policy into <out_dir>/final_hf
+    ))
+
+    c.mesh = ml_collections.ConfigDict(dict(
+        shape=ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tp": 1}),
+        rules=(),                 # () = rlvr_jax.sharding defaults; else ((logical, mesh_axis_or_None), ...)
+    ))
+
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        dir="",                   # default: <out_dir>/checkpoints
+        every=50,                 # RL steps between checkpoints (and always at the end)
+        keep=3,
+        resume=True,              # continue from the latest checkpoint in dir when there is one
+        init_from="",             # optional orbax checkpoint to initialise from (must exist)
+    ))
+
+    c.logging = ml_collections.ConfigDict(dict(
+        out_dir="runs/default",
+        jsonl=True,
+        tensorboard=True,
+        every=1,
+        progress=True,
+        eval_every=20,            # RL steps between held-out greedy evaluations; 0 disables
+        eval_n=64,                # problems per held-out evaluation
+        eval_datasets=("math500",),
+        eval_max_new_tokens=0,    # 0 = rollout.max_new_tokens
+    ))
+
+    c.distributed = ml_collections.ConfigDict(dict(
+        coordinator="",           # host:port; empty + num_processes<=0 = read env / single process
+        num_processes=-1,
+        process_id=-1,
+    ))
+    return c

@@ -1,0 +1,221 @@
+"""Config validation, run before any compute: one :class:`ConfigError` naming the first bad field."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import ml_collections
+
+from rlvr_jax.objectives.types import AGG_MODES as LOSS_AGG_MODES
+from rlvr_jax.objectives.types import FORMS, KL_ESTIMATORS
+
+ADV_ESTIMATORS = ("raw", "grpo", "gae")
+ENGINES = ("jax", "vllm")
+DTYPES = ("float32", "bfloat16", "float16")
+SCHEDULES = ("constant", "cosine")
+REWARD_FORMATS = ("pm1", "01")
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``field`` is its dotted path (e.g. ``train.mini_batch_size``)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"config field {field!r}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """Derived batch layout of one RL step (all sizes global)."""
+
+    prompt_batch_size: int   # prompts per RL step
+    n: int                   # rollouts per prompt
+    num_mini_batches: int    # optimizer updates per epoch
+    mini_batch_prompts: int  # prompts per update
+    micro_batch_size: int    # sequences per accumulation micro-batch
+    ppo_epochs: int
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.ppo_epochs * self.num_mini_batches
+
+
+def resolve_batching(cfg: ml_collections.ConfigDict) -> Batching:
+    """``num_mini_batches`` (if > 0) wins over ``mini_batch_size``; both must divide the prompt batch."""
+    t = cfg.train
+    pbs = int(t.prompt_batch_size)
+    if pbs < 1:
+        raise ConfigError("train.prompt_batch_size", f"must be >= 1, got {pbs}")
+    if int(t.num_mini_batches) > 0:
+        nmb = int(t.num_mini_batches)
+        if pbs % nmb:
+            raise ConfigError("train.num_mini_batches",
+                              f"{nmb} does not divide train.prompt_batch_size={pbs}")
+        mbs = pbs // nmb
+    else:
+        mbs = int(t.mini_batch_size)
+        if mbs < 1 or pbs % mbs:
+            raise ConfigError("train.mini_batch_size",
+                              f"{mbs} must be >= 1 and divide train.prompt_batch_size={pbs}")
+        nmb = pbs // mbs
+    return Batching(pbs, int(cfg.rollout.n), nmb, mbs, int(t.micro_batch_size), int(t.ppo_epochs))
+
+
+def resolve_mesh_shape(shape: dict, num_devices: int, field: str = "mesh.shape") -> dict[str, int]:
+    """Fills the single -1 axis so the product equals ``num_devices``."""
+    shape = {str(k): int(v) for k, v in dict(shape).items()}
+    free = [k for k, v in shape.items() if v == -1]
+    if len(free) > 1:
+        raise ConfigError(field, f"at most one axis may be -1, got {shape}")
+    for k, v in shape.items():
+        if v == 0 or v < -1:
+            raise ConfigError(field, f"axis {k!r} has size {v}; sizes are >= 1 or -1")
+    fixed = math.prod(v for v in shape.values() if v != -1)
+    if free:
+        if num_devices % fixed:
+            raise ConfigError(field, f"{shape}: fixed axes (product {fixed}) do not divide "
+                                     f"the {num_devices} devices")
+        shape[free[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ConfigError(field, f"{shape} has {fixed} devices but {num_devices} are available")
+    return shape
+
+
+def _objective_known(name: str) -> bool:
+    from rlvr_jax.objectives import get_objective
+    try:
+        get_objective(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def _dataset_file_missing(data_dir: str, name: str) -> str | None:
+    """Returns a description of the missing local file for dataset ``name``, or None when present."""
+    from rlvr_jax.data import REGISTRY
+    if name.startswith("rg:"):  # Reasoning Gym: generated procedurally, no file
+        return None
+    if name.endswith((".jsonl", ".json", ".parquet")):
+        return None if os.path.exists(name) else f"data file {name!r} does not exist"
+    if name not in REGISTRY:
+        return f"unknown dataset {name!r}; expected one of {sorted(REGISTRY)}, 'rg:<task>' or a file path"
+    stem = REGISTRY[name]
+    for ext in (".jsonl", ".parquet"):
+        if os.path.exists(os.path.join(data_dir, stem + ext)):
+            return None
+    return f"no {stem}.jsonl / {stem}.parquet in data.data_dir={data_dir!r}"
+
+
+def _check(cond: bool, field: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(field, message)
+
+
+def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
+                    num_devices: int | None = None) -> Batching:
+    """Checks ``cfg`` and returns its :class:`Batching`.
+
+    ``check_files``: also require the model / data / checkpoint files to exist.
+    ``num_devices``: when given, the mesh must fit it and the micro-batch must split over its data axes.
+    """
+    m, d, r, a, o, t, ck, lg = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.train,
+                                cfg.checkpoint, cfg.logging)
+    # model
+    _check(bool(m.hf_path) != bool(m.preset), "model.hf_path",
+           f"set exactly one of model.hf_path ({m.hf_path!r}) and model.preset ({m.preset!r})")
+    _check(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} not in {DTYPES}")
+    _check(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} not in {DTYPES}")
+    _check(int(m.logprob_chunk_size) >= 1, "model.logprob_chunk_size", f"must be >= 1, got {m.logprob_chunk_size}")
+    _check(bool(m.hf_path) or bool(m.tokenizer_path), "model.tokenizer_path",
+           f"model.preset={m.preset!r} has no tokenizer: set model.tokenizer_path to a tokenizer directory")
+    if m.preset:
+        from rlvr_jax.models import get_preset
+        try:
+            get_preset(m.preset)
+        except (KeyError, ValueError) as e:
+            raise ConfigError("model.preset", f"unknown preset {m.preset!r} ({e})") from None
+    # algorithm
+    _check(_objective_known(a.name), "algo.name", f"unknown algorithm {a.name!r}")
+    _check(a.lam >= 0, "algo.lam", f"lambda must be >= 0, got {a.lam}")
+    _check(0 <= a.clip_eps_low < 1, "algo.clip_eps_low", f"must be in [0, 1), got {a.clip_eps_low}")
+    _check(a.clip_eps_high >= 0, "algo.clip_eps_high", f"must be >= 0, got {a.clip_eps_high}")
+    _check(a.kl_coef >= 0, "algo.kl_coef", f"must be >= 0, got {a.kl_coef}")
+    _check(a.kl_estimator in KL_ESTIMATORS, "algo.kl_estimator", f"{a.kl_estimator!r} not in {KL_ESTIMATORS}")
+    _check(not (a.kl_coef > 0 and not a.use_reference), "algo.use_reference",
+           f"algo.kl_coef={a.kl_coef} > 0 needs a reference model (set algo.use_reference=True)")
+    _check(a.entropy_coef >= 0, "algo.entropy_coef", f"must be >= 0, got {a.entropy_coef}")
+    _check(a.loss_agg_mode in LOSS_AGG_MODES, "algo.loss_agg_mode", f"{a.loss_agg_mode!r} not in {LOSS_AGG_MODES}")
+    _check(a.form in FORMS, "algo.form", f"{a.form!r} not in {FORMS}")
+    _check(a.adv_estimator in ADV_ESTIMATORS, "algo.adv_estimator",
+           f"{a.adv_estimator!r} not in {ADV_ESTIMATORS}")
+    _check((a.adv_estimator == "gae") == (a.name == "ppo"), "algo.adv_estimator",
+           f"{a.adv_estimator!r} with algo.name={a.name!r}: GAE (critic) is used by, and only by, ppo")
+    _check(0 <= a.gamma <= 1, "algo.gamma", f"must be in [0, 1], got {a.gamma}")
+    _check(0 <= a.gae_lambda <= 1, "algo.gae_lambda", f"must be in [0, 1], got {a.gae_lambda}")
+    # rollout
+    _check(r.engine in ENGINES, "rollout.engine", f"{r.engine!r} not in {ENGINES}")
+    _check(r.n >= 1, "rollout.n", f"must be >= 1, got {r.n}")
+    _check(r.temperature > 0, "rollout.temperature", f"training samples need temperature > 0, got {r.temperature}")
+    _check(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
+    _check(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
+    _check(not (a.adv_estimator == "grpo" and r.n < 2), "rollout.n",
+           f"group-normalised advantages need rollout.n >= 2, got {r.n}")
+    # data
+    _check(d.max_prompt_len >= 1, "data.max_prompt_len", f"must be >= 1, got {d.max_prompt_len}")
+    _check(d.reward_format in REWARD_FORMATS, "data.reward_format", f"{d.reward_format!r} not in {REWARD_FORMATS}")
+    # optimizer
+    _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _check(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1", f"betas must be in [0, 1), got ({o.b1}, {o.b2})")
+    _check(o.schedule in SCHEDULES, "optim.schedule", f"{o.schedule!r} not in {SCHEDULES}")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    _check(o.critic_lr > 0, "optim.critic_lr", f"must be > 0, got {o.critic_lr}")
+    # train / batching
+    _check(t.total_steps >= 1, "train.total_steps", f"must be >= 1, got {t.total_steps}")
+    _check(t.ppo_epochs >= 1, "train.ppo_epochs", f"must be >= 1, got {t.ppo_epochs}")
+    _check(t.micro_batch_size >= 1, "train.micro_batch_size", f"must be >= 1, got {t.micro_batch_size}")
+    _check(t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row",
+           f"must be >= 1, got {t.max_nonfinite_in_a_row}")
+    _check(t.length_bucket >= 1, "train.length_bucket", f"must be >= 1, got {t.length_bucket}")
+    batching = resolve_batching(cfg)
+    # checkpoint / logging
+    _check(ck.every >= 1, "checkpoint.every", f"must be >= 1, got {ck.every}")
+    _check(ck.keep >= 1, "checkpoint.keep", f"must be >= 1, got {ck.keep}")
+    _check(bool(lg.out_dir), "logging.out_dir", "must be set")
+    _check(lg.every >= 1, "logging.every", f"must be >= 1, got {lg.every}")
+    _check(lg.eval_every >= 0, "logging.eval_every", f"must be >= 0, got {lg.eval_every}")
+    _check(lg.eval_n >= 1, "logging.eval_n", f"must be >= 1, got {lg.eval_n}")
+    # mesh
+    if num_devices is not None:
+        shape = resolve_mesh_shape(cfg.mesh.shape, num_devices)
+        dp = shape.get("data", 1) * shape.get("fsdp", 1)
+        _check(t.micro_batch_size % dp == 0, "train.micro_batch_size",
+               f"{t.micro_batch_size} is not divisible by the data-parallel size data*fsdp={dp} of mesh {shape}")
+    # files
+    if check_files:
+        if m.hf_path:
+            _check(os.path.isfile(os.path.join(m.hf_path, "config.json")), "model.hf_path",
+                   f"no config.json in {m.hf_path!r}")
+        if m.tokenizer_path:
+            _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
+        if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
+            _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")
+        missing = _dataset_file_missing(d.data_dir, d.train)
+        _check(missing is None, "data.train", str(missing))
+        for name in tuple(lg.eval_datasets) if lg.eval_every > 0 else ():
+            missing = _dataset_file_missing(d.data_dir, name)
+            _check(missing is None, "logging.eval_datasets", str(missing))
+        if ck.init_from:
+            _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")
+    return batching
+
+
+def as_plain(cfg: Any) -> Any:
+    """The config as plain JSON-able python (ConfigDict -> dict, tuples -> lists)."""
+    if isinstance(cfg, (ml_collections.ConfigDict, dict)):
+        return {k: as_plain(v) for k, v in (cfg.items() if isinstance(cfg, dict) else cfg.items())}
+    if isinstance(cfg, (list, tuple)):
+        return [as_plain(v) for v in cfg]
+    return cfg

@@ -1,0 +1,48 @@
+"""RL objectives for LLMs as pure functions over per-token arrays, registered by name.
+
+``get_objective(name)(batch, hp) -> LossOutput(loss_sum, denom, metrics)``; see types.py for the batch keys,
+docs/objectives.md for the table of equations, closed_form.py for the logit-gradient identities.
+"""
+from __future__ import annotations
+
+from rlvr_jax.objectives import advantages, aggregation, closed_form
+from rlvr_jax.objectives.aggregation import aggregate_sum, loss_denominator, token_weights
+from rlvr_jax.objectives.clipped_ratio import dapo, grpo, grpo_n, ppo
+from rlvr_jax.objectives.gspo import gspo, gspo_n
+from rlvr_jax.objectives.sample_reinforcement import nsr, psr, reinforce, w_reinforce
+from rlvr_jax.objectives.terms import METRIC_KEYS, kl_estimate, loss_value, summarize_metrics
+from rlvr_jax.objectives.types import (AGG_MODES, FORMS, KL_ESTIMATORS, LossOutput, ObjectiveHParams,
+                                       default_hparams, hparams_from_config)
+
+OBJECTIVES = {
+    "psr": psr,
+    "nsr": nsr,
+    "w_reinforce": w_reinforce,
+    "reinforce": reinforce,
+    "ppo": ppo,
+    "grpo": grpo,
+    "dapo": dapo,
+    "gspo": gspo,
+    "grpo_n": grpo_n,
+    "gspo_n": gspo_n,
+}
+
+
+def get_objective(name: str):
+    """The objective function registered as ``name``."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown objective {name!r}; registered: {sorted(OBJECTIVES)}") from None
+
+
+def list_objectives() -> list[str]:
+    return list(OBJECTIVES)
+
+
+__all__ = [
+    "AGG_MODES", "FORMS", "KL_ESTIMATORS", "METRIC_KEYS", "OBJECTIVES", "LossOutput", "ObjectiveHParams",
+    "advantages", "aggregate_sum", "aggregation", "closed_form", "dapo", "default_hparams", "get_objective",
+    "grpo", "grpo_n", "gspo", "gspo_n", "hparams_from_config", "kl_estimate", "list_objectives", "loss_denominator", "loss_value",
+    "nsr", "ppo", "psr", "reinforce", "summarize_metrics", "token_weights", "w_reinforce",
+]

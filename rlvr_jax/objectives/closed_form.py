@@ -1,0 +1,81 @@
+"""Closed-form logit gradients of the objectives for a softmax policy pi = softmax(z) over V tokens.
+
+These are the identities the objectives are tested against (tests/test_closed_form.py); all functions take
+logits z [..., V] (or probabilities) and return arrays of the same shape. delta_{vy} = 1[v = y].
+
+1. NSR paper Eq. 6 / Appendix B. L = -R pi_y:
+     dL/dz_v = -R pi_v (1 - pi_v)  if v = y,     R pi_v pi_y  otherwise,   i.e.  -R pi_y (delta_{vy} - pi_v).
+   The descent direction -dL/dz is Eq. 7 for R = +1 (PSR) and Eq. 8 for R = -1 (NSR).
+2. Two-stage paper Lemma 1. J = A log pi_y:
+     dJ/dz_v = A (1 - pi_y)  if v = y,    -A pi_v  otherwise,   i.e.  A (delta_{vy} - pi_v).
+   Every clipped-ratio loss -min(rA, clip(r)A) has gradient -A (delta - pi) at r = 1.
+3. Two-stage paper Theorem 1. For u ~ pi and a per-action advantage A(u):
+     E_u[A(u) d log pi_u / dz_v] = pi_v [ (1 - pi_v) A(v) - sum_{u != v} pi_u A(u) ].
+4. NSR paper Appendix B. H = -sum_u pi_u log pi_u:
+     dH/dz_v = -pi_v (log pi_v - sum_u pi_u log pi_u).
+5. Clipped surrogate l = -min(r A, clip(r, 1-eps_low, 1+eps_high) A), r = pi_y / pi_old,y:
+     dl/dz_v = -A r (delta_{vy} - pi_v)  inside the trust region (or on the pessimistic side), 0 when clipped.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _onehot(y, v: int, dtype):
+    return jax.nn.one_hot(y, v, dtype=dtype)
+
+
+def prob_loss_logit_grad(z, y, reward):
+    """d/dz of L = -R pi_y (Eq. 6): -R pi_y (delta_{vy} - pi_v). z [..., V], y and reward [...]."""
+    pi = jax.nn.softmax(z, axis=-1)
+    pi_y = jnp.take_along_axis(pi, y[..., None], axis=-1)
+    return -jnp.asarray(reward)[..., None] * pi_y * (_onehot(y, z.shape[-1], pi.dtype) - pi)
+
+
+def logprob_objective_logit_grad(z, y, advantage):
+    """d/dz of J = A log pi_y (Lemma 1): A (delta_{vy} - pi_v)."""
+    pi = jax.nn.softmax(z, axis=-1)
+    return jnp.asarray(advantage)[..., None] * (_onehot(y, z.shape[-1], pi.dtype) - pi)
+
+
+def expected_logit_update(pi, adv):
+    """Theorem 1: E_{u~pi}[A(u) grad_z log pi_u]_v = pi_v [(1 - pi_v) A(v) - sum_{u != v} pi_u A(u)].
+
+    pi, adv [..., V] (adv[v] = A(v), the advantage a sample of action v receives, or its expectation).
+    """
+    pa = pi * adv
+    others = jnp.sum(pa, axis=-1, keepdims=True) - pa
+    return pi * ((1.0 - pi) * adv - others)
+
+
+def entropy_logit_grad(z):
+    """dH/dz_v = -pi_v (log pi_v - sum_u pi_u log pi_u) for H = -sum_u pi_u log pi_u."""
+    logpi = jax.nn.log_softmax(z, axis=-1)
+    pi = jnp.exp(logpi)
+    return -pi * (logpi - jnp.sum(pi * logpi, axis=-1, keepdims=True))
+
+
+def clipped_surrogate_logit_grad(z, y, advantage, old_logp, eps_low: float, eps_high: float):
+    """d/dz of l = -min(r A, clip(r, 1-eps_low, 1+eps_high) A), r = pi_y / exp(old_logp):
+    -A r (delta_{vy} - pi_v) unless the clip is active (A > 0, r > 1+eps_high or A < 0, r < 1-eps_low): 0."""
+    logpi = jax.nn.log_softmax(z, axis=-1)
+    pi = jnp.exp(logpi)
+    a = jnp.asarray(advantage)
+    r = jnp.exp(jnp.take_along_axis(logpi, y[..., None], axis=-1)[..., 0] - old_logp)
+    clipped = ((a > 0) & (r > 1 + eps_high)) | ((a < 0) & (r < 1 - eps_low))
+    g = -(a * r)[..., None] * (_onehot(y, z.shape[-1], pi.dtype) - pi)
+    return jnp.where(clipped[..., None], 0.0, g)
+
+
+def kl_estimator_logp_grad(logp, ref_logp, estimator: str):
+    """d/d log pi_theta of the per-token KL estimators (d = log pi_ref - log pi_theta):
+    k1 = -d -> 1;   k2 = d^2/2 -> -d;   k3 = e^d - d - 1 -> 1 - e^d."""
+    d = ref_logp - logp
+    if estimator == "k1":
+        return jnp.ones_like(d)
+    if estimator == "k2":
+        return -d
+    if estimator == "k3":
+        return -jnp.expm1(d)
+    raise ValueError(f"unknown KL estimator {estimator!r}; expected k1, k2 or k3")

@@ -1,0 +1,364 @@
+"""In-process JAX rollout engine: batched prefill + KV-cache decode loop in one compiled function.
+
+The model is any flax.nnx module implementing the decoder contract of ``rlvr_jax.models``:
+
+* ``init_cache(batch_size, max_len) -> cache`` (a pytree of arrays),
+* ``prefill(input_ids[B,T], attention_mask[B,T], cache) -> (logits[B,T,V] f32, cache)`` for left-padded
+  prompts, writing K/V into cache slots ``[0, T)``,
+* ``decode_step(tokens[B], positions[B], cache_index, kv_mask[B,L], cache) -> (logits[B,V] f32, cache)``
+  writing K/V at slot ``cache_index`` and attending to the slots where ``kv_mask == 1``.
+
+Layout of one compiled call, for a batch bucket ``B``, prompt bucket ``P`` and new-token bucket ``N``
+(cache length ``L = P + N``)::
+
+    slots  [0 ........ P)                  [P ......... P+N)
+           left-padded prompts             generated tokens; step t writes slot P+t-1
+    position of generated token j = prompt_len + j   (prompt positions are 0..prompt_len-1)
+
+``prefill`` runs prompt columns ``[0, P-1)`` and its logits are discarded (XLA then skips the
+``[B, P-1, V]`` unembedding, which for a 150k vocabulary would dwarf everything else); one
+``decode_step`` on column ``P-1`` (a real token in every row, thanks to left padding) gives the logits of
+token 0. Each later token t comes from one ``decode_step`` that feeds token t-1. The decode loop is a ``lax.while_loop`` that stops when every sequence is done
+(a stop token was emitted, or ``max_new_tokens`` reached), so finished batches cost nothing more.
+The KV cache is allocated inside the compiled function and lives only in the while-loop carry, which
+XLA updates in place: no cache buffer crosses the jit boundary (nothing to donate, no copy, no host
+round trip) and no cache memory stays resident between calls, leaving it free for the train step.
+
+Shapes are bucketed so that a new batch recompiles only when it falls into a new bucket:
+batch rows (prompts x n) round up to ``batch_buckets`` (powers of two by default, capped at
+``max_batch_size``; larger requests are split into chunks), prompt length to ``prompt_buckets``,
+``max_new_tokens`` to ``new_token_buckets`` (the loop bound itself is traced), and the stop-id list to a
+power of two. Sampling parameters (temperature, top-k, top-p, seed) are traced scalars: changing them
+never recompiles. ``num_compilations`` counts traces of the generate function.
+
+Randomness: sequence ``r = prompt_index * n + sample_index`` at step ``t`` uses
+``fold_in(fold_in(key(seed), r), t)``, so the same request with the same seed gives identical output
+and samples do not depend on chunking. Log-probs follow the RAW convention of
+``rlvr_jax.rollout.base`` (log_softmax of the untempered, untruncated logits).
+
+With a ``mesh``, rows are sharded over the mesh's batch axes (``data`` and ``fsdp`` by default) and the
+cache is constrained to the same batch sharding; the weights keep whatever sharding the model has.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rlvr_jax.rollout import sampling_ops
+from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
+
+
+def power_of_two_buckets(minimum: int, maximum: int) -> tuple[int, ...]:
+    """``(minimum, 2*minimum, 4*minimum, ..., maximum)``; ``maximum`` is always the last bucket."""
+    if minimum < 1 or maximum < minimum:
+        raise ValueError(f"need 1 <= minimum <= maximum, got minimum={minimum}, maximum={maximum}")
+    buckets, b = [], minimum
+    while b < maximum:
+        buckets.append(b)
+        b *= 2
+    buckets.append(maximum)
+    return tuple(buckets)
+
+
+def pick_bucket(size: int, buckets: Sequence[int], what: str) -> int:
+    """The smallest bucket ``>= size``; a clear error when ``size`` exceeds the largest bucket."""
+    for b in buckets:
+        if b >= size:
+            return b
+    raise ValueError(f"{what} {size} exceeds the largest bucket {max(buckets)} (buckets: {tuple(buckets)})")
+
+
+def _check_buckets(buckets: Sequence[int], what: str) -> tuple[int, ...]:
+    buckets = tuple(sorted(int(b) for b in buckets))
+    if not buckets or buckets[0] < 1:
+        raise ValueError(f"{what} must be a non-empty list of positive sizes, got {buckets}")
+    return buckets
+
+
+class JaxSampler(RolloutEngine):
+    """Rollout engine that samples from an in-process flax.nnx decoder (see module docstring).
+
+    Args:
+      model: nnx module implementing ``init_cache`` / ``prefill`` / ``decode_step``.
+      pad_id: token id used for left padding and for positions after a sequence ended.
+      eos_token_ids: stop ids always in force, in addition to ``SamplingParams.stop_token_ids``.
+      max_batch_size: the most rows (prompts x n) per compiled call; larger requests are chunked.
+      batch_buckets: allowed batch sizes (default: powers of two from 1 up to ``max_batch_size``); when
+        given, its largest entry is the chunk size. With a mesh, buckets round up to multiples of the
+        number of batch shards.
+      max_prompt_len: longest prompt accepted.
+      prompt_buckets: allowed padded prompt lengths (default: powers of two from 16 up to ``max_prompt_len``).
+      max_new_tokens_limit: the largest ``SamplingParams.max_new_tokens`` accepted.
+      new_token_buckets: allowed decode-budget sizes (default: powers of two from 16 up to the limit).
+      mesh: optional ``jax.sharding.Mesh``; rows are sharded over ``batch_axes`` of it.
+      batch_axes: mesh axes the rows are split over (default: those of ``("data", "fsdp")`` in the mesh).
+    """
+
+    def __init__(self, model: nnx.Module, *, pad_id: int = 0, eos_token_ids: Sequence[int] = (),
+                 max_batch_size: int = 256, batch_buckets: Optional[Sequence[int]] = None,
+                 max_prompt_len: int = 4096, prompt_buckets: Optional[Sequence[int]] = None,
+                 max_new_tokens_limit: int = 4096, new_token_buckets: Optional[Sequence[int]] = None,
+                 mesh: Optional[jax.sharding.Mesh] = None, batch_axes: Optional[Sequence[str]] = None):
+        for name in ("init_cache", "prefill", "decode_step"):
+            if not callable(getattr(model, name, None)):
+                raise TypeError(f"JaxSampler needs a model with a {name}() method; {type(model).__name__} has none")
+        if pad_id < 0:
+            raise ValueError(f"pad_id must be a non-negative token id, got {pad_id}")
+        self.pad_id = int(pad_id)
+        self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        self.mesh = mesh
+        if mesh is not None:
+            axes = tuple(batch_axes) if batch_axes is not None else tuple(
+                a for a in ("data", "fsdp") if a in mesh.axis_names)
+            unknown = [a for a in axes if a not in mesh.axis_names]
+            if unknown:
+                raise ValueError(f"batch_axes {unknown} are not axes of the mesh {mesh.axis_names}")
+            self.batch_axes = axes
+            self._rows_multiple = math.prod(mesh.shape[a] for a in axes)
+        else:
+            self.batch_axes = ()
+            self._rows_multiple = 1
+
+        self.batch_buckets = _check_buckets(
+            batch_buckets if batch_buckets is not None else power_of_two_buckets(1, max_batch_size), "batch_buckets")
+        self.max_batch_size = max(self.batch_buckets)
+        if any(b % self._rows_multiple for b in self.batch_buckets):
+            # Each bucket must split evenly over the batch axes of the mesh.
+            self.batch_buckets = tuple(sorted({-(-b // self._rows_multiple) * self._rows_multiple
+                                               for b in self.batch_buckets}))
+            self.max_batch_size = max(self.batch_buckets)
+        self.prompt_buckets = _check_buckets(
+            prompt_buckets if prompt_buckets is not None
+            else power_of_two_buckets(min(16, max_prompt_len), max_prompt_len), "prompt_buckets")
+        self.new_token_buckets = _check_buckets(
+            new_token_buckets if new_token_buckets is not None
+            else power_of_two_buckets(min(16, max_new_tokens_limit), max_new_tokens_limit), "new_token_buckets")
+
+        self._graphdef, self._state = nnx.split(model)
+        self._version = 0
+        self._cache_batch_axes = self._find_cache_batch_axes(model) if mesh is not None else None
+        self.num_compilations = 0
+        self._generate_jit = jax.jit(self._generate_fn, static_argnames=("num_new_bucket",))
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def version(self) -> int:
+        """The ``version`` passed to the last ``sync_weights`` (0 for the construction weights)."""
+        return self._version
+
+    def generate(self, prompts: Sequence[Sequence[int]], n: int,
+                 params: SamplingParams) -> list[list[Completion]]:
+        if n < 1:
+            raise ValueError(f"n (samples per prompt) must be >= 1, got {n}")
+        if self._state is None:
+            raise RuntimeError("JaxSampler was closed; create a new one")
+        prompts = [list(map(int, p)) for p in prompts]
+        for i, p in enumerate(prompts):
+            if not p:
+                raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+            if min(p) < 0:
+                raise ValueError(f"prompt {i} contains a negative token id {min(p)}")
+            if len(p) > max(self.prompt_buckets):
+                raise ValueError(f"prompt {i} has {len(p)} tokens, more than the largest prompt bucket "
+                                 f"{max(self.prompt_buckets)} (raise max_prompt_len)")
+        self._check_weights_alive()
+        num_new_bucket = pick_bucket(params.max_new_tokens, self.new_token_buckets, "max_new_tokens")
+        stop_ids = sorted(set(self.eos_token_ids) | set(params.stop_token_ids))
+        stop_arr = np.full((max(4, 1 << max(0, len(stop_ids) - 1).bit_length()),), -1, np.int32)
+        stop_arr[:len(stop_ids)] = stop_ids
+
+        rows = [(p, s) for p in range(len(prompts)) for s in range(n)]
+        results: list[list[Optional[Completion]]] = [[None] * n for _ in prompts]
+        for start in range(0, len(rows), self.max_batch_size):
+            chunk = rows[start:start + self.max_batch_size]
+            toks, logps, lengths, stopped = self._run_chunk(
+                [prompts[p] for p, _ in chunk], [p * n + s for p, s in chunk], params, stop_arr, num_new_bucket)
+            for i, (p, s) in enumerate(chunk):
+                length = int(lengths[i])
+                results[p][s] = Completion(
+                    prompt_index=p, sample_index=s, token_ids=toks[i, :length].tolist(),
+                    logprobs=logps[i, :length].tolist(), finish_reason="stop" if stopped[i] else "length")
+        return results  # type: ignore[return-value]
+
+    def sync_weights(self, model_or_params: Any, version: int) -> float:
+        """Samples from ``model_or_params`` (an nnx module or the ``nnx.State`` of one) from now on.
+
+        The new state must have the structure, shapes and dtypes of the current one, so no
+        recompilation happens; leaves are moved to the current leaves' shardings when they differ.
+        The sampler keeps references (no copy): if the trainer later donates or deletes these buffers,
+        call ``sync_weights`` again before the next ``generate``. Returns the seconds taken.
+        """
+        t0 = time.perf_counter()
+        if self._state is None:
+            raise RuntimeError("JaxSampler was closed; create a new one")
+        if isinstance(model_or_params, nnx.Module):
+            graphdef, state = nnx.split(model_or_params)
+            if graphdef != self._graphdef:
+                raise ValueError("sync_weights got a model whose structure differs from the sampler's model")
+        else:
+            state = model_or_params
+        old_paths = jax.tree_util.tree_flatten_with_path(self._state)
+        new_paths = jax.tree_util.tree_flatten_with_path(state)
+        if old_paths[1] != new_paths[1]:
+            raise ValueError("sync_weights got parameters whose tree structure differs from the sampler's "
+                             f"(expected {len(old_paths[0])} leaves, got {len(new_paths[0])})")
+        new_leaves = []
+        for (path, old), (_, new) in zip(old_paths[0], new_paths[0]):
+            new = new if hasattr(new, "dtype") else np.asarray(new)
+            if new.shape != old.shape or new.dtype != old.dtype:
+                raise ValueError(f"sync_weights: leaf {jax.tree_util.keystr(path)} has shape/dtype "
+                                 f"{new.shape}/{new.dtype}, "
+                                 f"expected {old.shape}/{old.dtype}")
+            if not isinstance(new, jax.Array) or new.sharding != old.sharding:
+                new = jax.device_put(new, old.sharding)
+            new_leaves.append(new)
+        new_state = jax.tree_util.tree_unflatten(old_paths[1], new_leaves)
+        jax.block_until_ready(new_leaves)
+        self._state = new_state
+        self._version = int(version)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self._state = None
+        self._generate_jit.clear_cache()
+
+    # ------------------------------------------------------------------ internals
+    def _check_weights_alive(self) -> None:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(self._state)[0]:
+            if isinstance(leaf, jax.Array) and leaf.is_deleted():
+                raise RuntimeError(f"sampler weight {jax.tree_util.keystr(path)} was deleted (donated by a train "
+                                   "step?); call sync_weights(model, version) before generate")
+
+    def _find_cache_batch_axes(self, model: nnx.Module):
+        """Per cache leaf, the axis that grows with the batch size (found from shapes only), or None."""
+        a = jax.eval_shape(lambda: model.init_cache(2, 8))
+        b = jax.eval_shape(lambda: model.init_cache(3, 8))
+
+        def axis(x, y):
+            diff = [i for i, (u, v) in enumerate(zip(x.shape, y.shape)) if u != v]
+            return diff[0] if len(diff) == 1 else None
+        return jax.tree.map(axis, a, b)
+
+    def _put_rows(self, x: np.ndarray) -> jax.Array:
+        """Host array with rows on axis 0 -> device array sharded over the batch axes (global view)."""
+        if self.mesh is None:
+            return jnp.asarray(x)
+        spec = PartitionSpec(self.batch_axes or None, *([None] * (x.ndim - 1)))
+        sharding = NamedSharding(self.mesh, spec)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    @staticmethod
+    def _fetch(x: jax.Array) -> np.ndarray:
+        if jax.process_count() > 1 and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    def _run_chunk(self, prompts, row_ids, params: SamplingParams, stop_arr, num_new_bucket):
+        rows = len(prompts)
+        batch = pick_bucket(rows, self.batch_buckets, "batch rows")
+        plen = pick_bucket(max(len(p) for p in prompts), self.prompt_buckets, "prompt length")
+        tokens = np.full((batch, plen), self.pad_id, np.int32)
+        mask = np.zeros((batch, plen), np.int32)
+        for i, p in enumerate(prompts):
+            tokens[i, plen - len(p):] = p
+            mask[i, plen - len(p):] = 1
+        mask[rows:, -1] = 1  # padding rows: one dummy real token (keeps attention finite), finished from the start
+        ids = np.zeros((batch,), np.int32)
+        ids[:rows] = row_ids
+        done = np.zeros((batch,), bool)
+        done[rows:] = True
+        with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
+            out = self._generate_jit(
+                self._state, self._put_rows(tokens), self._put_rows(mask), self._put_rows(ids), self._put_rows(done),
+                jnp.uint32(params.seed % (1 << 32)), jnp.float32(params.temperature), jnp.int32(params.top_k),
+                jnp.float32(params.top_p), jnp.int32(params.max_new_tokens), jnp.asarray(stop_arr),
+                num_new_bucket=num_new_bucket)
+        toks, logps, lengths, stopped = (self._fetch(x)[:rows] for x in out)
+        return toks, logps, lengths, stopped
+
+    def _constrain_cache(self, cache):
+        if self.mesh is None or not self.batch_axes:
+            return cache
+
+        # Other dimensions are left to the compiler (UNCONSTRAINED) unless the mesh uses explicit axis types,
+        # which do not allow UNCONSTRAINED (there they are replicated).
+        auto = any(t == jax.sharding.AxisType.Auto for t in self.mesh.axis_types)
+        other = PartitionSpec.UNCONSTRAINED if auto else None
+
+        def constrain(x, axis):
+            if axis is None:
+                return x
+            spec = [other] * x.ndim
+            spec[axis] = self.batch_axes
+            return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, PartitionSpec(*spec)))
+        return jax.tree.map(constrain, cache, self._cache_batch_axes)
+
+    def _generate_fn(self, state, tokens, prompt_mask, row_ids, done, seed, temperature, top_k, top_p,
+                     max_new, stop_ids, *, num_new_bucket: int):
+        """Traced once per (batch bucket, prompt bucket, new-token bucket, stop-id bucket)."""
+        self.num_compilations += 1  # Python side effect: runs only while tracing.
+        batch, plen = tokens.shape
+        cache_len = plen + num_new_bucket
+        model = nnx.merge(self._graphdef, state)
+        cache = self._constrain_cache(model.init_cache(batch, cache_len))
+        prompt_lens = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
+        kv_mask = jnp.concatenate([prompt_mask.astype(jnp.int32),
+                                   jnp.zeros((batch, num_new_bucket), jnp.int32)], axis=1)
+        # Prefill all but the last prompt column (its [B, P-1, V] logits are unused, so XLA drops the
+        # unembedding), then one decode step on the last column (a real token in every row: left padding)
+        # gives the only logits needed, [B, V].
+        if plen > 1:
+            _, cache = model.prefill(tokens[:, :-1], prompt_mask[:, :-1], cache)
+            cache = self._constrain_cache(cache)
+        logits, cache = model.decode_step(tokens[:, -1], prompt_lens - 1, jnp.int32(plen - 1), kv_mask, cache)
+        cache = self._constrain_cache(cache)
+        out_tokens = jnp.full((batch, num_new_bucket), self.pad_id, jnp.int32)
+        out_logps = jnp.zeros((batch, num_new_bucket), jnp.float32)
+        lengths = jnp.zeros((batch,), jnp.int32)
+        stopped = jnp.zeros((batch,), bool)
+
+        def emit(t, step_logits, done, out_tokens, out_logps, lengths, stopped):
+            keys = sampling_ops.row_keys(seed, row_ids, t)
+            tok = sampling_ops.sample_tokens(keys, step_logits, temperature, top_k, top_p)
+            logp = sampling_ops.chosen_token_logprobs(step_logits, tok)
+            active = ~done
+            tok = jnp.where(active, tok, self.pad_id)
+            logp = jnp.where(active, logp, 0.0)
+            out_tokens = jax.lax.dynamic_update_slice_in_dim(out_tokens, tok[:, None], t, axis=1)
+            out_logps = jax.lax.dynamic_update_slice_in_dim(out_logps, logp[:, None], t, axis=1)
+            lengths = lengths + active.astype(jnp.int32)
+            hit_stop = active & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
+            stopped = stopped | hit_stop
+            done = done | hit_stop | (t + 1 >= max_new)
+            return tok, done, out_tokens, out_logps, lengths, stopped
+
+        tok, done, out_tokens, out_logps, lengths, stopped = emit(
+            jnp.int32(0), logits, done, out_tokens, out_logps, lengths, stopped)
+
+        def cond(carry):
+            t, _, _, _, done, *_ = carry
+            return (t < max_new) & ~jnp.all(done)
+
+        def body(carry):
+            t, prev_tok, cache, kv_mask, done, out_tokens, out_logps, lengths, stopped = carry
+            slot = plen + t - 1
+            kv_mask = jax.lax.dynamic_update_slice_in_dim(kv_mask, jnp.ones((batch, 1), jnp.int32), slot, axis=1)
+            step_model = nnx.merge(self._graphdef, state)
+            step_logits, cache = step_model.decode_step(prev_tok, prompt_lens + t - 1, slot, kv_mask, cache)
+            cache = self._constrain_cache(cache)
+            tok, done, out_tokens, out_logps, lengths, stopped = emit(
+                t, step_logits, done, out_tokens, out_logps, lengths, stopped)
+            return t + 1, tok, cache, kv_mask, done, out_tokens, out_logps, lengths, stopped
+
+        carry = (jnp.int32(1), tok, cache, kv_mask, done, out_tokens, out_logps, lengths, stopped)
+        _, _, _, _, _, out_tokens, out_logps, lengths, stopped = jax.lax.while_loop(cond, body, carry)
+        return out_tokens, out_logps, lengths, stopped

@@ -1,0 +1,444 @@
+"""The RL trainer: ``python -m rlvr_jax.train --config=configs/nsr_qwen3.py [--config.a.b=value ...]``.
+
+One RL step (verl's order):
+  1. sample ``prompt_batch_size`` prompts (resumable, seeded order) and generate ``rollout.n`` rollouts each
+     with the configured engine (in-process JAX sampler or vLLM server);
+  2. grade them (math equivalence / Reasoning Gym scorer in a worker pool) into rewards in {-1,+1} (or {0,1});
+  3. advantages: raw reward (PSR / NSR / W-REINFORCE / REINFORCE, no normalisation), group-normalised (GRPO,
+     DAPO, GSPO, -N variants) or GAE on a critic (PPO, with the KL penalty folded into the reward);
+  4. samples are selected by the objective itself (PSR keeps r=+1, NSR keeps r=-1; the objectives' docstrings)
+     and the kept counts are reported (``train/kept_samples``);
+  5. old-policy (and reference) log-probs recomputed by the learner;
+  6. ``ppo_epochs`` passes over shuffled mini-batches of ``mini_batch_size`` prompts, one exact accumulated
+     AdamW update each (``rlvr_jax.learner``), the critic first for PPO;
+  7. weights synced to the engine; metrics, held-out greedy evaluation and checkpoints.
+
+Reproducibility: the prompt order, the sampling seed of step s and the mini-batch shuffles are functions of
+(``train.seed``, s) only, and the data position, parameters and optimizer state are checkpointed, so a run
+resumed from step s continues bit-identically. SIGTERM/SIGINT checkpoint at the end of the current step.
+Multi-host: every process runs the same loop on the same host data (identical seeds); arrays are global over
+the mesh; process 0 writes logs, all processes take part in (orbax) checkpointing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
+from rlvr_jax.config import as_plain, resolve_mesh_shape, validate_config
+from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences, take_rows
+from rlvr_jax.logging_utils import MetricsWriter, Progress, format_metric_line
+from rlvr_jax.objectives import advantages as adv_lib
+from rlvr_jax.rollout import SamplingParams
+
+STEP_SEED_STRIDE = 1_000_003
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive optimizer updates were skipped for a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    steps_done: int
+    out_dir: str
+    last_metrics: dict
+    preempted: bool
+    final_export: str | None
+
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks
+# ------------------------------------------------------------------------------------------------
+def clone_model(model: nnx.Module) -> nnx.Module:
+    """A deep copy with its own buffers (so donating one model's arrays never deletes the other's)."""
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+
+
+def _shard(model, mesh, rules):
+    """Places the parameters per the logical-axis rules (rlvr_jax.sharding.param_shardings)."""
+    from rlvr_jax.sharding import param_shardings
+    shardings = param_shardings(model, mesh, rules)
+    # shardings has a NamedSharding where the state has a Variable: map with shardings as the prefix tree.
+    nnx.update(model, jax.tree.map(lambda sh, v: jax.device_put(v, sh), shardings, nnx.state(model)))
+    return model
+
+
+def build_model(cfg, mesh, rules):
+    """The policy (sharded on ``mesh``) and its ModelConfig, from ``model.hf_path`` or ``model.preset``."""
+    from rlvr_jax.models import Decoder, get_preset, load_hf
+    m = cfg.model
+    if m.hf_path:
+        model, mcfg = load_hf(m.hf_path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh, rules=rules,
+                              remat=m.remat)
+    else:
+        mcfg = get_preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+        model = _shard(Decoder(mcfg, rngs=nnx.Rngs(int(cfg.train.seed))), mesh, rules)
+    return model, mcfg
+
+
+def load_tokenizer(cfg):
+    from transformers import AutoTokenizer
+    path = cfg.model.tokenizer_path or cfg.model.hf_path
+    return AutoTokenizer.from_pretrained(path)
+
+
+def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir: str):
+    r = cfg.rollout
+    if r.engine == "jax":
+        from rlvr_jax.rollout.jax_sampler import JaxSampler
+        rows = int(cfg.train.prompt_batch_size) * int(r.n)
+        return JaxSampler(model, pad_id=pad_id, eos_token_ids=stop_ids, max_batch_size=min(rows, 256),
+                          max_prompt_len=int(cfg.data.max_prompt_len),
+                          max_new_tokens_limit=int(r.max_new_tokens), mesh=mesh)
+    from rlvr_jax.rollout.vllm_engine import VLLMEngine
+    v = r.vllm
+    sync_root = r.sync_dir or os.path.join(out_dir, "weights")
+    if v.url:
+        return VLLMEngine(url=v.url, sync_root=sync_root)
+    from rlvr_jax.models import save_hf
+    init_dir = cfg.model.hf_path
+    if not init_dir:  # a preset model: export its random init so the server starts from the same weights
+        init_dir = os.path.join(sync_root, "init")
+        if jax.process_index() == 0:
+            save_hf(model, init_dir)
+            if cfg.model.tokenizer_path:
+                load_tokenizer(cfg).save_pretrained(init_dir)
+    opts = dict(max_model_len=int(v.max_model_len), gpu_memory_utilization=float(v.gpu_memory_utilization),
+                tensor_parallel_size=int(v.tensor_parallel_size), enforce_eager=bool(v.enforce_eager),
+                seed=int(cfg.train.seed), startup_timeout_s=float(v.startup_timeout_s),
+                log_path=os.path.join(out_dir, "vllm_server.log"),
+                extra_args=tuple(str(v.extra_args).split()))
+    if v.python:
+        opts["python"] = v.python
+    return VLLMEngine(init_dir, sync_root=sync_root, **opts)
+
+
+def encode_dataset(ds, cfg, tokenizer) -> tuple[list, list[list[int]], int]:
+    """Problems whose prompt fits ``data.max_prompt_len`` and their token ids; returns the number dropped."""
+    from rlvr_jax.data import encode_prompt
+    keep, ids, dropped = [], [], 0
+    for p in ds:
+        t = encode_prompt(p.problem, cfg.data.template, tokenizer)
+        if len(t) > cfg.data.max_prompt_len:
+            dropped += 1
+            continue
+        keep.append(p)
+        ids.append(t)
+    if not keep:
+        raise ValueError(f"no prompt of {cfg.data.train!r} fits data.max_prompt_len={cfg.data.max_prompt_len}")
+    return keep, ids, dropped
+
+
+def compute_advantages(cfg, rewards: np.ndarray, batch: dict, learner: Learner) -> tuple[np.ndarray, dict]:
+    """Per-token advantages [N, R] (rows grouped by prompt, n consecutive rows each) and extra metrics."""
+    a = cfg.algo
+    mask = batch["response_mask"]
+    extra: dict[str, float] = {}
+    if a.adv_estimator == "raw":
+        adv = adv_lib.raw_reward_advantages(rewards, mask)
+    elif a.adv_estimator == "grpo":
+        seq = adv_lib.group_normalized_advantages(rewards, int(cfg.rollout.n), scale_by_std=bool(a.norm_adv_by_std))
+        adv = adv_lib.broadcast_to_tokens(seq, mask)
+    elif a.adv_estimator == "gae":
+        values = learner.compute_values(batch)
+        batch["old_values"] = values
+        if a.kl_in_reward and a.kl_coef > 0:
+            tok_r = adv_lib.kl_shaped_rewards(rewards, batch["old_logp"], batch["ref_logp"], mask,
+                                              float(a.kl_coef), a.kl_estimator)
+            kl = adv_lib.kl_estimate(jnp.asarray(batch["old_logp"]), jnp.asarray(batch["ref_logp"]),
+                                     jnp.asarray(mask) != 0, a.kl_estimator)
+            extra["actor/reward_kl_penalty"] = float(jnp.sum(kl) / max(mask.sum(), 1))
+        else:
+            tok_r = adv_lib.kl_shaped_rewards(rewards, batch["old_logp"], batch["old_logp"], mask, 0.0)
+        adv, returns = adv_lib.gae(tok_r, values, mask, float(a.gamma), float(a.gae_lambda))
+        batch["returns"] = np.asarray(returns, np.float32)
+        extra["critic/values/mean"] = float((values * mask).sum() / max(mask.sum(), 1))
+        extra["critic/returns/mean"] = float((np.asarray(returns) * mask).sum() / max(mask.sum(), 1))
+    else:
+        raise ValueError(f"unknown algo.adv_estimator {a.adv_estimator!r}")
+    adv = np.asarray(adv, np.float32) * (mask != 0)
+    extra["critic/advantages/mean"] = float(adv.sum() / max(mask.sum(), 1))
+    return adv, extra
+
+
+def kept_mask(algo: str, rewards: np.ndarray, positive: float) -> np.ndarray:
+    """Samples whose tokens drive the policy gradient: PSR correct only, NSR incorrect only, else all."""
+    correct = rewards >= positive
+    if algo == "psr":
+        return correct
+    if algo == "nsr":
+        return ~correct
+    return np.ones_like(correct)
+
+
+def minibatch_rows(num_prompts: int, n: int, num_mini_batches: int, rng: np.random.Generator | None):
+    """Row indices of each mini-batch: prompts (shuffled when ``rng``) split evenly, all n rollouts together."""
+    order = rng.permutation(num_prompts) if rng is not None else np.arange(num_prompts)
+    groups = np.split(order, num_mini_batches)
+    return [np.concatenate([np.arange(p * n, (p + 1) * n) for p in np.sort(g)]) for g in groups]
+
+
+def held_out_eval(engine, learner: Learner, tokenizer, problems, prompt_ids, cfg, pool, stop_ids) -> dict:
+    """Greedy accuracy and mean token entropy (raw distribution) of the policy on held-out problems."""
+    max_new = int(cfg.logging.eval_max_new_tokens) or int(cfg.rollout.max_new_tokens)
+    sp = SamplingParams(temperature=0.0, max_new_tokens=max_new, stop_token_ids=tuple(stop_ids))
+    outs = engine.generate(prompt_ids, 1, sp)
+    comps = [o[0] for o in outs]
+    texts = tokenizer.batch_decode([c.token_ids for c in comps], skip_special_tokens=True)
+    results = pool.grade_problems(problems, texts, timeout_s=float(cfg.data.grade_timeout_s))
+    batch = pack_sequences(prompt_ids, [c.token_ids or [int(stop_ids[0]) if stop_ids else 0] for c in comps],
+                           int(cfg.train.length_bucket))
+    _, ent = learner.compute_logprobs(batch)
+    m = batch["response_mask"]
+    return {"eval/greedy_accuracy": float(np.mean([r.correct for r in results])),
+            "eval/token_entropy": float((ent * m).sum() / max(m.sum(), 1)),
+            "eval/response_length": float(np.mean([len(c.token_ids) for c in comps]))}
+
+
+def _mfu(model_cfg, tokens: int, seq_len: int, seconds: float, passes: float) -> float | None:
+    from rlvr_jax.bench.flops import peak_bf16_flops, train_flops_per_token
+    peak = peak_bf16_flops(jax.devices()[0].device_kind)
+    if peak is None or seconds <= 0:
+        return None
+    return passes * train_flops_per_token(model_cfg, seq_len) * tokens / (seconds * peak * jax.device_count())
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after: int | None = None) -> RunResult:
+    """Trains per ``cfg`` (validated first). ``stop_after``: return after this many steps of this call (as if
+    preempted, with a checkpoint) - used by tests and for chunked jobs."""
+    from rlvr_jax.data import PromptSampler, load_dataset, stop_token_ids
+    from rlvr_jax.rewards import GraderPool, reward_value
+    from rlvr_jax.sharding import initialize_distributed, make_mesh
+
+    d = cfg.distributed
+    initialize_distributed(d.coordinator or None, d.num_processes if d.num_processes > 0 else None,
+                           d.process_id if d.process_id >= 0 else None)
+    batching = validate_config(cfg, check_files=True, num_devices=jax.device_count())
+    is_main = jax.process_index() == 0
+    out_dir = cfg.logging.out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(as_plain(cfg), f, indent=1, sort_keys=True)
+
+    mesh = make_mesh(resolve_mesh_shape(cfg.mesh.shape, jax.device_count()))
+    rules = tuple(tuple(r) for r in cfg.mesh.rules) or None
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
+    stop_ids = tuple(stop_token_ids(tokenizer))
+    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or (0,))[0])
+
+    train_ds = load_dataset(cfg.data.train, cfg.data.data_dir)
+    problems, prompt_ids, dropped = encode_dataset(train_ds, cfg, tokenizer)
+    sampler = PromptSampler(len(problems), batching.prompt_batch_size, seed=int(cfg.train.seed),
+                            shuffle=bool(cfg.train.shuffle))
+    eval_sets = []
+    if cfg.logging.eval_every > 0:
+        for name in cfg.logging.eval_datasets:
+            eds = load_dataset(name, cfg.data.data_dir).take(int(cfg.logging.eval_n))
+            ep, eids, _ = encode_dataset(eds, cfg, tokenizer)
+            eval_sets.append((name, ep, eids))
+
+    model, model_cfg = build_model(cfg, mesh, rules)
+    critic_backbone = clone_model(model) if cfg.algo.adv_estimator == "gae" else None
+    total_updates = int(cfg.train.total_steps) * batching.updates_per_step
+    learner = Learner(model, LearnerOptions.from_config(cfg, total_updates), mesh, rules,
+                      critic_backbone=critic_backbone)
+    engine = build_engine(cfg, clone_model(model) if cfg.rollout.engine == "jax" else model, mesh, stop_ids,
+                          pad_id, out_dir)
+    pool = GraderPool(int(cfg.data.grade_workers), float(cfg.data.grade_timeout_s),
+                      reward_format=cfg.data.reward_format)
+    ckpt = Checkpointer(cfg.checkpoint.dir or os.path.join(out_dir, "checkpoints"), int(cfg.checkpoint.keep),
+                        int(cfg.checkpoint.every))
+    writer = MetricsWriter(out_dir, bool(cfg.logging.jsonl), bool(cfg.logging.tensorboard), is_main)
+
+    start = 0
+    nonfinite_run = 0
+    resume_from = ckpt.latest_step() if cfg.checkpoint.resume else None
+    if resume_from is None and cfg.checkpoint.init_from:
+        init = Checkpointer(cfg.checkpoint.init_from)
+        state, _ = init.restore(learner.train_state())
+        learner.load_train_state(state)
+        engine.sync_weights(learner.policy_model(), 0)
+        init.close()
+    if resume_from is not None:
+        state, meta = ckpt.restore(learner.train_state(), resume_from)
+        learner.load_train_state(state)
+        sampler.load_state_dict(meta["data_position"])
+        start, nonfinite_run = int(meta["step"]), int(meta.get("nonfinite_in_a_row", 0))
+        engine.sync_weights(learner.policy_model(), start)
+        if is_main:
+            print(f"[train] resumed from step {start} in {ckpt.directory}", flush=True)
+
+    positive = reward_value(True, cfg.data.reward_format)
+    algo = cfg.algo.name
+    n = batching.n
+    own_guard = guard is None
+    guard = guard or PreemptionGuard()
+    progress = Progress(int(cfg.train.total_steps), start, enabled=bool(cfg.logging.progress) and is_main)
+    metrics: dict[str, Any] = {}
+    preempted = False
+    step = start
+
+    def save(step_done: int, force: bool) -> bool:
+        meta = {"data_position": sampler.state_dict(), "nonfinite_in_a_row": nonfinite_run,
+                "rng": {"seed": int(cfg.train.seed), "step": step_done}, "config": as_plain(cfg)}
+        return ckpt.save(step_done, learner.train_state(), meta, force=force)
+
+    try:
+        if own_guard:
+            guard.__enter__()
+        while step < int(cfg.train.total_steps):
+            t_step = time.perf_counter()
+            timing: dict[str, float] = {}
+            # 1. prompts and rollouts
+            t0 = time.perf_counter()
+            idx = sampler.next_batch()
+            prompts = [prompt_ids[i] for i in idx]
+            sp = SamplingParams(temperature=float(cfg.rollout.temperature), top_p=float(cfg.rollout.top_p),
+                                top_k=int(cfg.rollout.top_k), max_new_tokens=int(cfg.rollout.max_new_tokens),
+                                stop_token_ids=stop_ids, seed=int(cfg.train.seed) * STEP_SEED_STRIDE + step)
+            outs = engine.generate(prompts, n, sp)
+            comps = [c for o in outs for c in o]  # row p*n + s
+            timing["gen"] = time.perf_counter() - t0
+            # 2. rewards
+            t0 = time.perf_counter()
+            texts = tokenizer.batch_decode([c.token_ids for c in comps], skip_special_tokens=True)
+            graded = pool.grade_problems([problems[i] for i in idx for _ in range(n)], texts,
+                                         timeout_s=float(cfg.data.grade_timeout_s))
+            rewards = np.asarray([g.reward for g in graded], np.float32)
+            timing["reward"] = time.perf_counter() - t0
+            # 3. old / reference log-probs, advantages
+            t0 = time.perf_counter()
+            row_prompts = [prompts[r // n] for r in range(len(comps))]
+            responses = [c.token_ids if c.token_ids else [pad_id] for c in comps]
+            batch = pack_sequences(row_prompts, responses, int(cfg.train.length_bucket), pad_id)
+            for r, c in enumerate(comps):  # an empty completion has no token to train on
+                if not c.token_ids:
+                    batch["response_mask"][r] = 0
+            batch["old_logp"], old_ent = learner.compute_logprobs(batch)
+            if learner.ref_params is not None:
+                batch["ref_logp"], _ = learner.compute_logprobs(batch, reference=True)
+            timing["old_log_prob"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            batch["advantages"], adv_metrics = compute_advantages(cfg, rewards, batch, learner)
+            timing["adv"] = time.perf_counter() - t0
+            # 4. updates: ppo_epochs x shuffled mini-batches
+            t0 = time.perf_counter()
+            upd: list[dict] = []
+            crit: list[dict] = []
+            for epoch in range(batching.ppo_epochs):
+                rng = (np.random.default_rng([int(cfg.train.seed), step, epoch])
+                       if cfg.train.shuffle else None)
+                for rows in minibatch_rows(len(prompts), n, batching.num_mini_batches, rng):
+                    mb = take_rows(batch, rows)
+                    if learner.critic is not None:
+                        crit.append(learner.update_critic(mb))
+                    m = learner.update(mb)
+                    upd.append(m)
+                    nonfinite_run = nonfinite_run + 1 if m["actor/skipped"] else 0
+                    if nonfinite_run >= int(cfg.train.max_nonfinite_in_a_row):
+                        raise NonFiniteError(
+                            f"{nonfinite_run} consecutive updates had a non-finite loss or gradient (step {step}); "
+                            f"train.max_nonfinite_in_a_row={cfg.train.max_nonfinite_in_a_row}")
+            timing["update_actor"] = time.perf_counter() - t0
+            # 5. weight sync
+            t0 = time.perf_counter()
+            engine.sync_weights(learner.policy_model(), step + 1)
+            timing["sync_weights"] = time.perf_counter() - t0
+
+            # metrics
+            mask = batch["response_mask"]
+            lengths = np.asarray([len(c.token_ids) for c in comps])
+            correct = rewards >= positive
+            kept = kept_mask(algo, rewards, positive)
+            metrics = {k: float(np.mean([u[k] for u in upd])) for k in upd[0]}
+            metrics["actor/skipped"] = float(sum(u["actor/skipped"] for u in upd))
+            if crit:
+                metrics.update({k: float(np.mean([c[k] for c in crit])) for k in crit[0]})
+            metrics.update(adv_metrics)
+            metrics.update({
+                "critic/score/mean": float(rewards.mean()), "critic/score/max": float(rewards.max()),
+                "critic/score/min": float(rewards.min()),
+                "train/correct_ratio": float(correct.mean()),
+                "train/fully_solved_ratio": float(correct.reshape(-1, n).all(axis=1).mean()),
+                "train/kept_samples": int(kept.sum()), "train/kept_ratio": float(kept.mean()),
+                "train/rollout_entropy": float((old_ent * mask).sum() / max(mask.sum(), 1)),
+                "train/no_answer_ratio": float(np.mean([g.status == "no_answer" for g in graded])),
+                "train/dropped_long_prompts": dropped,
+                "response_length/mean": float(lengths.mean()), "response_length/max": int(lengths.max()),
+                "response_length/clip_ratio": float(np.mean([c.finish_reason == "length" for c in comps])),
+                "prompt_length/mean": float(np.mean([len(p) for p in prompts])),
+                "train/epoch": sampler.epoch, "train/nonfinite_in_a_row": nonfinite_run,
+            })
+            timing["step"] = time.perf_counter() - t_step
+            metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
+            tokens = int(batch["prompt_mask"].sum() + mask.sum())
+            metrics["perf/total_num_tokens"] = tokens
+            metrics["perf/throughput"] = tokens / timing["step"] / jax.device_count()
+            seq_len = batch["prompt_ids"].shape[1] + batch["response_ids"].shape[1]
+            mfu = _mfu(model_cfg, tokens * batching.ppo_epochs, seq_len, timing["update_actor"], 1.0)
+            if mfu is not None:
+                metrics["perf/mfu/actor"] = mfu
+            step += 1
+            if eval_sets and step % int(cfg.logging.eval_every) == 0:
+                t0 = time.perf_counter()
+                for name, ep, eids in eval_sets:
+                    em = held_out_eval(engine, learner, tokenizer, ep, eids, cfg, pool, stop_ids)
+                    metrics.update({k.replace("eval/", f"eval/{name}/"): v for k, v in em.items()})
+                metrics["timing_s/eval"] = time.perf_counter() - t0
+            if step % int(cfg.logging.every) == 0 or step == int(cfg.train.total_steps):
+                writer.write(step, metrics)
+            progress.update(metrics)
+            save(step, force=False)
+            if guard.requested_anywhere() or (stop_after is not None and step - start >= stop_after):
+                preempted = step < int(cfg.train.total_steps)
+                break
+        save(step, force=True)
+        final = None
+        if not preempted and cfg.train.export_final:
+            from rlvr_jax.models import save_hf
+            final = os.path.join(out_dir, "final_hf")
+            save_hf(learner.policy_model(), final, source_dir=cfg.model.hf_path or None)
+            if is_main and (cfg.model.tokenizer_path or cfg.model.hf_path):
+                tokenizer.save_pretrained(final)
+        if is_main and metrics:
+            print(format_metric_line(step, metrics), flush=True)
+        return RunResult(step, out_dir, metrics, preempted, final)
+    finally:
+        if own_guard:
+            guard.__exit__(None, None, None)
+        progress.close()
+        writer.close()
+        ckpt.close()
+        pool.close()
+        engine.close()
+
+
+def main(argv):
+    del argv
+    from absl import flags
+    result = run(flags.FLAGS.config)
+    if result.preempted:
+        print(f"[train] stopped at step {result.steps_done} (checkpoint saved); rerun the same command to resume")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:arg])",
+                                    lock_config=True)
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

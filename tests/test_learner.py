@@ -1,0 +1,138 @@
+"""Learner: exact micro-batch accumulation, non-finite skip, log-prob layout, critic update."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rlvr_jax.learner import Learner, LearnerOptions, micro_batches, pack_sequences, sequence_logprobs
+from rlvr_jax.models import Decoder, get_preset
+from rlvr_jax.objectives.types import ObjectiveHParams
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rlvr_jax.sharding import make_mesh
+
+CFG = get_preset("tiny-qwen3", dtype="float32")
+
+
+def _batch(rng, n=8):
+    prompts = [list(rng.integers(3, 500, size=rng.integers(2, 9))) for _ in range(n)]
+    responses = [list(rng.integers(3, 500, size=rng.integers(1, 12))) for _ in range(n)]
+    b = pack_sequences(prompts, responses, length_bucket=8)
+    b["advantages"] = (np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None] * b["response_mask"]).astype(np.float32)
+    return b
+
+
+def _opts(objective="grpo", micro=8, **kw):
+    hp = ObjectiveHParams(clip_eps_low=0.2, clip_eps_high=0.28, entropy_coef=1e-3,
+                          agg_mode=kw.pop("agg_mode", "token-mean"), agg_max_len=16)
+    return LearnerOptions(objective=objective, hp=hp, micro_batch_size=micro, length_bucket=8,
+                          logprob_chunk_size=8, lr=1e-2, grad_clip=1.0, eps=1e-3, **kw)
+
+
+def _learner(opts, mesh_shape=None, n_devices=1):
+    mesh = make_mesh(mesh_shape or {"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:n_devices])
+    return Learner(_replicate(Decoder(CFG, rngs=nnx.Rngs(0)), mesh), opts, mesh)
+
+
+def _replicate(model, mesh):
+    nnx.update(model, jax.device_put(nnx.state(model), NamedSharding(mesh, PartitionSpec())))
+    return model
+
+
+def _jit_forward(model):
+    g, s = nnx.split(model)
+    f = jax.jit(lambda s, ids: nnx.merge(g, s)(ids))
+    return lambda ids: f(s, ids)
+
+
+def test_pack_sequences_layout_and_logprobs_match_full_forward():
+    rng = np.random.default_rng(0)
+    b = pack_sequences([[5, 6, 7], [9]], [[10, 11], [12, 13, 14]], length_bucket=4)
+    assert b["prompt_ids"].tolist() == [[0, 5, 6, 7], [0, 0, 0, 9]]
+    assert b["response_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
+    model = Decoder(CFG, rngs=nnx.Rngs(1))
+    g, s = nnx.split(model)
+    logp, ent = jax.jit(lambda s, b: sequence_logprobs(nnx.merge(g, s), b, chunk_size=2))(
+        s, {k: jnp.asarray(v) for k, v in b.items()})
+    forward = _jit_forward(model)
+    # Reference: unpadded full forward of prompt + response, log-softmax gathered.
+    for i, (p, r) in enumerate([([5, 6, 7], [10, 11]), ([9], [12, 13, 14])]):
+        ids = jnp.asarray([p + r], jnp.int32)
+        lp = jax.nn.log_softmax(forward(ids)[0], axis=-1)
+        want = [float(lp[len(p) - 1 + j, t]) for j, t in enumerate(r)]
+        np.testing.assert_allclose(np.asarray(logp[i, :len(r)]), want, rtol=1e-5, atol=1e-5)
+        probs = jnp.exp(lp)
+        want_h = [float(-(probs[len(p) - 1 + j] * lp[len(p) - 1 + j]).sum()) for j in range(len(r))]
+        np.testing.assert_allclose(np.asarray(ent[i, :len(r)]), want_h, rtol=1e-5, atol=1e-5)
+    del rng
+
+
+@pytest.mark.parametrize("agg_mode", ["seq-mean-token-mean"])
+def test_accumulation_equals_one_big_batch(agg_mode):
+    rng = np.random.default_rng(1)
+    batch = _batch(rng, n=8)
+    results = []
+    # one micro-batch of 8 on one device vs 4 micro-batches of 2 sharded over fsdp=2
+    for micro, ndev in ((8, 1), (2, 2)):
+        lr = _learner(_opts(micro=micro, agg_mode=agg_mode), {"data": 1, "fsdp": -1, "tp": 1}, ndev)
+        batch["old_logp"], _ = lr.compute_logprobs(batch)
+        batch["old_logp"] = batch["old_logp"] - 0.1 * batch["response_mask"]  # off-policy: ratios != 1
+        m = lr.update(batch)
+        results.append((jax.tree.map(np.asarray, lr.policy.state["params"]), m))
+    (p1, m1), (p2, m2) = results
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    assert abs(m1["actor/loss"] - m2["actor/loss"]) < 1e-5 * max(1, abs(m1["actor/loss"]))
+    assert abs(m1["actor/grad_norm"] - m2["actor/grad_norm"]) < 1e-4 * m1["actor/grad_norm"]
+    assert m1["actor/grad_norm"] > 0 and m1["actor/skipped"] == 0
+    # the update changed the parameters
+    p0 = jax.tree.leaves(nnx.state(Decoder(CFG, rngs=nnx.Rngs(0)), nnx.Param))
+    assert max(float(np.abs(a - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(p1), p0)) > 1e-4
+
+
+def test_nonfinite_update_is_skipped_and_counted():
+    rng = np.random.default_rng(2)
+    batch = _batch(rng, n=4)
+    lr = _learner(_opts(micro=4))
+    batch["old_logp"], _ = lr.compute_logprobs(batch)
+    before = jax.tree.map(np.asarray, lr.train_state())
+    bad = dict(batch, advantages=np.where(batch["response_mask"] != 0, np.nan, 0.0).astype(np.float32))
+    m = lr.update(bad)
+    assert m["actor/skipped"] == 1.0 and not np.isfinite(m["actor/grad_norm"])
+    after = jax.tree.map(np.asarray, lr.train_state())
+    assert int(after["policy"]["skipped"]) == 1 and int(after["policy"]["step"]) == 0
+    for a, b in zip(jax.tree.leaves(before["policy"]["params"]), jax.tree.leaves(after["policy"]["params"])):
+        np.testing.assert_array_equal(a, b)
+    m = lr.update(batch)  # a finite batch afterwards still trains
+    assert m["actor/skipped"] == 0.0 and int(lr.policy.state["step"]) == 1
+
+
+def test_reference_and_critic():
+    rng = np.random.default_rng(3)
+    batch = _batch(rng, n=4)
+    opts = dataclasses.replace(_opts("ppo", micro=4), use_reference=True, use_critic=True, critic_lr=1e-2)
+    mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
+    lr = Learner(_replicate(Decoder(CFG, rngs=nnx.Rngs(0)), mesh), opts, mesh,
+                 critic_backbone=_replicate(Decoder(CFG, rngs=nnx.Rngs(0)), mesh))
+    old, _ = lr.compute_logprobs(batch)
+    ref, _ = lr.compute_logprobs(batch, reference=True)
+    np.testing.assert_array_equal(old, ref)
+    v0 = lr.compute_values(batch)
+    assert np.all(v0 == 0)  # zero-initialised value head
+    batch.update(old_logp=old, ref_logp=ref, old_values=v0, returns=batch["advantages"])
+    cm = lr.update_critic(batch)
+    assert cm["critic/vf_loss"] == pytest.approx(0.5, rel=1e-6)  # 0.5 * mean(A^2) with A = +-1
+    assert np.abs(lr.compute_values(batch)).max() > 0
+    lr.update(batch)
+    new, _ = lr.compute_logprobs(batch)
+    assert np.abs(new - old).max() > 0
+    np.testing.assert_array_equal(lr.compute_logprobs(batch, reference=True)[0], ref)  # reference is frozen
+
+
+def test_micro_batches_pad_with_inert_rows():
+    b = pack_sequences([[1, 2]] * 3, [[3]] * 3, length_bucket=4)
+    mbs = micro_batches(b, 2)
+    assert len(mbs) == 2 and mbs[1]["response_mask"][1].sum() == 0 and mbs[1]["prompt_mask"][1].sum() == 1
