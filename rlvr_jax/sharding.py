@@ -157,7 +157,8 @@ def shard_model(model, mesh: Mesh, rules=None):
 
     shardings = param_shardings(model, mesh, rules)
     state = nnx.state(model)
-    new_state = jax.tree.map(lambda x, s: jax.device_put(x, s), state, shardings)
+    # The shardings tree is the prefix: it has a NamedSharding where the state has an nnx.Variable.
+    new_state = jax.tree.map(lambda s, v: jax.device_put(v, s), shardings, state)
     nnx.update(model, new_state)
     return model
 

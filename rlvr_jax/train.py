@@ -64,25 +64,17 @@ def clone_model(model: nnx.Module) -> nnx.Module:
     return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
 
 
-def _shard(model, mesh, rules):
-    """Places the parameters per the logical-axis rules (rlvr_jax.sharding.param_shardings)."""
-    from rlvr_jax.sharding import param_shardings
-    shardings = param_shardings(model, mesh, rules)
-    # shardings has a NamedSharding where the state has a Variable: map with shardings as the prefix tree.
-    nnx.update(model, jax.tree.map(lambda sh, v: jax.device_put(v, sh), shardings, nnx.state(model)))
-    return model
-
-
 def build_model(cfg, mesh, rules):
     """The policy (sharded on ``mesh``) and its ModelConfig, from ``model.hf_path`` or ``model.preset``."""
     from rlvr_jax.models import Decoder, get_preset, load_hf
+    from rlvr_jax.sharding import shard_model
     m = cfg.model
     if m.hf_path:
         model, mcfg = load_hf(m.hf_path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh, rules=rules,
                               remat=m.remat)
     else:
         mcfg = get_preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
-        model = _shard(Decoder(mcfg, rngs=nnx.Rngs(int(cfg.train.seed))), mesh, rules)
+        model = shard_model(Decoder(mcfg, rngs=nnx.Rngs(int(cfg.train.seed))), mesh, rules)
     return model, mcfg
 
 

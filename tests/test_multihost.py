@@ -22,13 +22,13 @@ def _worker(process_id: int, num_processes: int, port: int, out: str, local_devi
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.objectives.types import ObjectiveHParams
     from rlvr_jax.sharding import initialize_distributed, make_mesh
-    from rlvr_jax.train import _shard
+    from rlvr_jax.sharding import shard_model
 
     if num_processes > 1:
         initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id)
     assert jax.device_count() == 4, jax.device_count()
     mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1})
-    model = _shard(Decoder(get_preset("tiny-qwen3", dtype="float32"), rngs=nnx.Rngs(0)), mesh, None)
+    model = shard_model(Decoder(get_preset("tiny-qwen3", dtype="float32"), rngs=nnx.Rngs(0)), mesh, None)
     opts = LearnerOptions(objective="grpo", hp=ObjectiveHParams(entropy_coef=1e-3, agg_mode="token-mean"),
                           micro_batch_size=4, length_bucket=8, logprob_chunk_size=8, lr=1e-2, eps=1e-3)
     learner = Learner(model, opts, mesh)

@@ -139,3 +139,12 @@ def test_initialize_distributed_single_process(monkeypatch):
         initialize_distributed(coordinator="localhost:1234")
     with pytest.raises(ValueError, match="process_id 3 out of range"):
         initialize_distributed(coordinator="localhost:1234", num_processes=2, process_id=3)
+
+
+def test_shard_model_places_every_parameter_per_rules():
+    mesh = make_mesh({"fsdp": 4, "tp": 2})
+    model = shard_model(Decoder(get_preset("tiny-qwen3")), mesh)
+    q = model.layers[0].attn.q_proj.kernel[...]
+    assert q.sharding.mesh.shape == mesh.shape
+    assert q.sharding.spec == logical_to_spec(("embed", "heads"))
+    assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape != q.shape

@@ -135,3 +135,22 @@ def test_minibatch_rows_keep_groups_together():
     assert len(rows) == 2 and sorted(np.concatenate(rows).tolist()) == list(range(12))
     for r in rows:
         assert len(r) == 6 and all(set(r[i:i + 3] // 3) == {r[i] // 3} for i in range(0, 6, 3))
+
+
+@pytest.mark.vllm
+@pytest.mark.xdist_group("vllm")
+def test_train_with_vllm_engine(env, tmp_path):
+    """One NSR step with rollouts from a real vLLM server (started from the exported initial weights), then the
+    learner's weights synced back to it."""
+    out = tmp_path / "nsr_vllm"
+    c = tiny(env, "nsr", out, total_steps=2)
+    c.rollout.engine = "vllm"
+    res = run(c, tokenizer=env["tok"])
+    assert res.steps_done == 2
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["timing_s/sync_weights"] > 0 and np.isfinite(r["actor/grad_norm"]) for r in rows)
+    assert rows[-1]["response_length/mean"] > 0
+    # Each step exported a new version for the server; closing the engine removes the exported versions.
+    weights = out / "weights"
+    assert not weights.exists() or not [d for d in os.listdir(weights) if d.startswith("version_")]

@@ -1,7 +1,10 @@
 """Benchmark and training problems: JSON Lines / Parquet loaders, a name registry and Reasoning Gym tasks.
 
 Row schema (the normalised files of ``../shared/data``): ``id``, ``problem``, ``answer`` and optionally
-``source``, ``solution``, ``level``, ``type``. ``question`` is accepted for ``problem`` (hub exports use it).
+``source``, ``solution``, ``level``, ``type``, ``task`` (default ``"math"``; ``"rg:<name>"`` is graded by that
+Reasoning Gym scorer) and ``metadata`` (a JSON object; for ``rg:`` tasks it holds the scorer's ``entry``, so
+a saved procedural set such as :mod:`rlvr_jax.testbed.task` grades like the generated one).
+``question`` is accepted for ``problem`` (hub exports use it).
 Answers are always kept as *strings* (AMC answers are published as strings, some exports use ints).
 
 Data-quality rules (applied by every loader, so nothing downstream has to care):
@@ -132,9 +135,11 @@ def build_dataset(name: str, rows: Sequence[dict], *, path: str = "", dedupe: bo
         else:
             seen[key] = pid
         extras = {k: (None if _blank(row.get(k)) else _to_str(row[k])) for k in _EXTRA_KEYS}
+        task = "math" if _blank(row.get("task")) else str(row["task"])
         problems.append(Problem(id=pid, problem=str(text), answer=_to_str(answer),
                                 source=extras["source"] or name, solution=extras["solution"],
-                                level=extras["level"], type=extras["type"]))
+                                level=extras["level"], type=extras["type"], task=task,
+                                metadata=row.get("metadata") if isinstance(row.get("metadata"), dict) else None))
     if skipped:
         logger.warning("%s: skipped %d row(s) with an empty problem or answer: %s", name, len(skipped),
                        ", ".join(skipped))

@@ -1,0 +1,258 @@
+r"""Supervised warm start: the testbed's base model, a tiny Qwen3 with a real (imperfect, diverse) prior.
+
+``python -m rlvr_jax.testbed.warmstart --out DIR`` recreates it deterministically (same seed, same bits on
+the same platform) and writes::
+
+    DIR/base_hf/            Hugging Face checkpoint (rlvr_jax.models.save_hf) + the testbed tokenizer
+    DIR/data/{warmstart,rl,heldout}.jsonl   disjoint puzzle sets (rlvr_jax.testbed.task), graded by the
+                            Reasoning Gym countdown scorer
+    DIR/warmstart.json      the WarmStartConfig, loss curve, accuracies and timing
+
+Training data. For each warm-start puzzle a fixed set of up to ``solutions_per_problem`` distinct correct
+expressions (a random subset of all its solutions) and ``flawed_per_problem`` fixed wrong ones (they use the
+right numbers but miss the target). Each example is the ``plain``-template prompt followed by
+``\boxed{<expression>}<|endoftext|>``; a batch draws puzzles uniformly and then a flawed response with
+probability ``flawed_share`` (else a correct one). The loss is the mean token cross-entropy of the response
+tokens (EOS included):
+
+    L = - (1 / sum_i |y_i|) sum_i sum_t log p_theta(y_{i,t} | x_i, y_{i,<t})
+
+trained with AdamW (linear warm-up, cosine decay). The result solves held-out puzzles sometimes: its pass@1
+is well below 1 and its pass@k grows with k (numbers in ``warmstart.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+from rlvr_jax.testbed import task as T
+
+BASE_DIR = "base_hf"
+DATA_DIR = "data"
+SPLITS = ("heldout", "rl", "warmstart")
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    seed: int = 0
+    # model: a real Qwen3 block (q/k norm, GQA, RoPE), tiny shapes
+    hidden_size: int = 64
+    intermediate_size: int = 192
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    head_dim: int = 32
+    # data (sizes of the disjoint puzzle sets; the warm-start set takes the rest of the 1,313 puzzles)
+    heldout_size: int = 128
+    rl_size: int = 384
+    solutions_per_problem: int = 3
+    flawed_per_problem: int = 4
+    flawed_share: float = 0.3
+    # optimisation
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 5e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    length_bucket: int = 32
+
+    def __post_init__(self):
+        if not 0.0 <= self.flawed_share < 1.0:
+            raise ValueError(f"WarmStartConfig.flawed_share must be in [0, 1), got {self.flawed_share}")
+        if self.solutions_per_problem < 1:
+            raise ValueError(f"WarmStartConfig.solutions_per_problem must be >= 1, got {self.solutions_per_problem}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"WarmStartConfig: steps and batch_size must be >= 1, got {self.steps}, "
+                             f"{self.batch_size}")
+
+
+def model_config(cfg: WarmStartConfig, tokenizer):
+    from rlvr_jax.models import ModelConfig
+
+    return ModelConfig(model_type="qwen3", vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
+                       intermediate_size=cfg.intermediate_size, num_layers=cfg.num_layers,
+                       num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                       rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                       max_position_embeddings=256, qk_norm=True, param_dtype="float32", dtype="float32",
+                       bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
+
+
+def puzzle_splits(cfg: WarmStartConfig) -> dict[str, list[T.Puzzle]]:
+    return T.split_problems({"heldout": cfg.heldout_size, "rl": cfg.rl_size, "warmstart": -1}, seed=cfg.seed)
+
+
+def response_text(expression: str) -> str:
+    return f"\\boxed{{{expression}}}"
+
+
+def sft_targets(puzzles, cfg: WarmStartConfig, rng: random.Random) -> list[tuple[list[str], list[str]]]:
+    """Per puzzle ``(correct expressions, flawed expressions)``: fixed random subsets (see module docstring)."""
+    out = []
+    for p in puzzles:
+        sols = T.solutions(p)
+        wrong = T.wrong_expressions(p)
+        out.append((rng.sample(sols, min(cfg.solutions_per_problem, len(sols))),
+                    rng.sample(wrong, min(cfg.flawed_per_problem, len(wrong)))))
+    return out
+
+
+def encode_examples(puzzles, tokenizer) -> list[list[int]]:
+    from rlvr_jax.data import encode_prompt
+
+    return [encode_prompt(p.text(), "plain", tokenizer) for p in puzzles]
+
+
+def make_batch(prompts, responses, eos_id: int, pad_id: int, bucket: int) -> dict[str, np.ndarray]:
+    """Right-padded ``ids``/``attention_mask`` and ``loss_mask`` (1 on response tokens, EOS included)."""
+    seqs = [list(p) + list(r) + [eos_id] for p, r in zip(prompts, responses)]
+    L = max(bucket, -(-max(len(s) for s in seqs) // bucket) * bucket)
+    ids = np.full((len(seqs), L), pad_id, np.int32)
+    att = np.zeros((len(seqs), L), np.int32)
+    loss = np.zeros((len(seqs), L), np.float32)
+    for i, (p, s) in enumerate(zip(prompts, seqs)):
+        ids[i, :len(s)] = s
+        att[i, :len(s)] = 1
+        loss[i, len(p):len(s)] = 1  # targets at positions len(p).. (predicted from position - 1)
+    return {"ids": ids, "attention_mask": att, "loss_mask": loss}
+
+
+def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose: bool = True):
+    """Trains the base model on ``puzzles``; returns ``(model, stats)``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from rlvr_jax.models import Decoder
+
+    rng = random.Random(cfg.seed + 1)
+    targets = sft_targets(puzzles, cfg, rng)
+    prompts = encode_examples(puzzles, tokenizer)
+    enc = {}
+
+    def ids_of(expr):
+        if expr not in enc:
+            enc[expr] = list(tokenizer(response_text(expr), add_special_tokens=False)["input_ids"])
+        return enc[expr]
+
+    model = Decoder(model_config(cfg, tokenizer), rngs=nnx.Rngs(cfg.seed))
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr * 0.05)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=cfg.weight_decay))
+    graphdef, params = nnx.split(model, nnx.Param)
+    opt_state = tx.init(params)
+
+    def loss_fn(params, batch):
+        m = nnx.merge(graphdef, params)
+        logits = m(batch["ids"], attention_mask=batch["attention_mask"])[:, :-1]
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        tgt = batch["ids"][:, 1:]
+        nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+        w = batch["loss_mask"][:, 1:]
+        return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    eos, pad = int(tokenizer.eos_token_id), int(tokenizer.pad_token_id)
+    losses = []
+    t0 = time.perf_counter()
+    for s in range(cfg.steps):
+        idx = [rng.randrange(len(puzzles)) for _ in range(cfg.batch_size)]
+        resp = []
+        for i in idx:
+            good, bad = targets[i]
+            pool = bad if (bad and rng.random() < cfg.flawed_share) else good
+            resp.append(ids_of(rng.choice(pool)))
+        batch = make_batch([prompts[i] for i in idx], resp, eos, pad, cfg.length_bucket)
+        params, opt_state, loss = step(params, opt_state, {k: jnp.asarray(v) for k, v in batch.items()})
+        if s % log_every == 0 or s == cfg.steps - 1:
+            losses.append((s, float(loss)))
+            if verbose:
+                print(f"[warmstart] step {s:4d} loss {float(loss):.4f} ({time.perf_counter() - t0:.1f}s)",
+                      flush=True)
+    nnx.update(model, params)
+    return model, {"loss_curve": losses, "train_seconds": time.perf_counter() - t0}
+
+
+def sampled_accuracy(model, tokenizer, puzzles, n: int = 16, seed: int = 0) -> dict[str, float]:
+    """Mean accuracy and pass@n of ``n`` temperature-1 samples per puzzle (JAX sampler, exact verifier)."""
+    from rlvr_jax.data import encode_prompt, stop_token_ids
+    from rlvr_jax.metrics import mean_pass_at_k
+    from rlvr_jax.rollout import SamplingParams
+    from rlvr_jax.rollout.jax_sampler import JaxSampler
+
+    eng = JaxSampler(model, pad_id=int(tokenizer.pad_token_id), eos_token_ids=stop_token_ids(tokenizer),
+                     max_batch_size=256, max_new_tokens_limit=16)
+    prompts = [encode_prompt(p.text(), "plain", tokenizer) for p in puzzles]
+    outs = eng.generate(prompts, n, SamplingParams(temperature=1.0, max_new_tokens=16,
+                                                   stop_token_ids=stop_token_ids(tokenizer), seed=seed))
+    correct = []
+    for p, o in zip(puzzles, outs):
+        sols = set(T.solutions(p))
+        texts = tokenizer.batch_decode([c.token_ids for c in o], skip_special_tokens=True)
+        correct.append(sum(t.startswith("\\boxed{") and t[7:-1] in sols and t.endswith("}") for t in texts))
+    c = np.asarray(correct)
+    pk = mean_pass_at_k(np.full(len(c), n), c, (1, n))
+    return {"accuracy": float(pk[1]), f"pass@{n}": float(pk[n])}
+
+
+def warm_start(out_dir: str, cfg: WarmStartConfig = WarmStartConfig(), verbose: bool = True) -> dict:
+    """Writes the base checkpoint, the data splits and ``warmstart.json`` under ``out_dir``; returns the
+    stats dict (also in ``warmstart.json``)."""
+    from rlvr_jax.models import save_hf
+    from rlvr_jax.testbed.tokenizer import save_tokenizer
+
+    t0 = time.perf_counter()
+    base = os.path.join(out_dir, BASE_DIR)
+    tokenizer = save_tokenizer(base)
+    splits = puzzle_splits(cfg)
+    paths = {}
+    for name in SPLITS:
+        paths[name] = T.write_jsonl(T.to_problems(splits[name], name),
+                                    os.path.join(out_dir, DATA_DIR, f"{name}.jsonl"))
+    model, stats = train(cfg, tokenizer, splits["warmstart"], verbose=verbose)
+    save_hf(model, base)
+    stats.update(
+        config=dataclasses.asdict(cfg), num_params=int(model.config.num_params()),
+        split_sizes={k: len(v) for k, v in splits.items()}, data=paths, checkpoint=base,
+        heldout=sampled_accuracy(model, tokenizer, splits["heldout"], seed=cfg.seed),
+        warmstart_set=sampled_accuracy(model, tokenizer, splits["warmstart"][:128], seed=cfg.seed),
+        total_seconds=time.perf_counter() - t0)
+    with open(os.path.join(out_dir, "warmstart.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+    if verbose:
+        print(f"[warmstart] {stats['num_params']} params; held-out accuracy {stats['heldout']['accuracy']:.3f}, "
+              f"pass@16 {stats['heldout']['pass@16']:.3f}; {stats['total_seconds']:.0f}s -> {base}", flush=True)
+    return stats
+
+
+def is_complete(out_dir: str) -> bool:
+    """True when ``out_dir`` holds a finished warm start (checkpoint, tokenizer, data, stats)."""
+    need = [os.path.join(out_dir, BASE_DIR, f) for f in ("config.json", "model.safetensors", "tokenizer.json")]
+    need += [os.path.join(out_dir, DATA_DIR, f"{s}.jsonl") for s in SPLITS]
+    need.append(os.path.join(out_dir, "warmstart.json"))
+    return all(os.path.exists(p) for p in need)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Recreates the testbed base checkpoint (supervised warm start).")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=WarmStartConfig.seed)
+    p.add_argument("--steps", type=int, default=WarmStartConfig.steps)
+    args = p.parse_args(argv)
+    warm_start(args.out, WarmStartConfig(seed=args.seed, steps=args.steps))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
