@@ -71,6 +71,29 @@ class Checkpointer:
         restored = jax.tree.unflatten(treedef, [out["state"][k] for k in sorted(out["state"])])
         return restored, meta
 
+    def restore_subtree(self, template: Any, prefix: str, step: int | None = None) -> tuple[Any, dict]:
+        """Restores only the arrays under ``prefix`` (a ``keystr`` path such as ``"['policy']['params']"``)
+        onto ``template``'s structure, shapes, dtypes and shardings; the rest (optimizer state, critic...)
+        is never read. Returns ``(subtree, meta)``."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        meta = dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        saved = {p: i for i, p in enumerate(meta.get("state_paths") or [])}
+        leaves, paths = _flatten(template)
+        missing = [prefix + p for p in paths if prefix + p not in saved]
+        if missing:
+            raise ValueError(f"checkpoint step {step} in {self.directory} has no arrays {missing[:3]} "
+                             f"({len(missing)} of {len(paths)} missing under {prefix})")
+        abstract = {f"{saved[prefix + p]:06d}": _abstract(leaf) for p, leaf in zip(paths, leaves.values())}
+        restore_args = {k: ocp.ArrayRestoreArgs(sharding=a.sharding) if a.sharding is not None
+                        else ocp.RestoreArgs(restore_type=np.ndarray) for k, a in abstract.items()}
+        item_dir = os.path.join(self.directory, str(step), "state")
+        out = ocp.PyTreeCheckpointer().restore(
+            item_dir, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True))
+        ordered = [out[f"{saved[prefix + p]:06d}"] for p in paths]
+        return jax.tree.unflatten(jax.tree.structure(template), ordered), meta
+
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
@@ -142,3 +165,45 @@ class PreemptionGuard:
         for s, prev in self._previous.items():
             signal.signal(s, prev)
         self._previous.clear()
+
+
+POLICY_PARAMS = "['policy']['params']"
+
+
+def load_policy_checkpoint(directory: str, step: int | None = None, dtype: str = "float32"):
+    """The policy of a training run from its orbax checkpoints, reading only the policy parameters.
+
+    ``directory`` is a run's checkpoint directory (``<out_dir>/checkpoints``) or its ``out_dir``. The model's
+    shapes come from the config saved with the checkpoint (``model.hf_path``'s config.json or
+    ``model.preset``). Returns ``(model, model_config, step)``.
+    """
+    from flax import nnx
+
+    from rlvr_jax.models import Decoder, ModelConfig, get_preset
+
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoint directory {directory!r}")
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+        directory = os.path.join(directory, "checkpoints")
+    ckpt = Checkpointer(directory)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no orbax checkpoint in {directory}")
+        meta = dict(ckpt._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        m = (meta.get("config") or {}).get("model") or {}
+        overrides = dict(dtype=dtype, param_dtype=m.get("param_dtype") or "float32")
+        if m.get("hf_path"):
+            cfg = ModelConfig.from_json_file(os.path.join(m["hf_path"], "config.json")).replace(**overrides)
+        elif m.get("preset"):
+            cfg = get_preset(m["preset"], **overrides)
+        else:
+            raise ValueError(f"checkpoint {directory} step {step}: its saved config names no model.hf_path/preset")
+        graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: Decoder(cfg)), nnx.Param, ...)
+        template = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), params)
+        params, _ = ckpt.restore_subtree(template, POLICY_PARAMS, step)  # host numpy arrays
+        params = jax.device_put(params)
+        rest = jax.device_put(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), rest))
+        return nnx.merge(graphdef, params, rest), cfg, step
+    finally:
+        ckpt.close()

@@ -10,8 +10,10 @@ Example (the NSR paper's Qwen2.5-Math protocol on the three benchmarks)::
 
 Writes per-sample records, pass@k CSV/Markdown tables, greedy accuracy, answer- and token-level entropy and
 a pass@k PNG (see :mod:`rlvr_jax.evaluation.runner`). Re-running with the same ``--out`` resumes.
-``--checkpoint`` is a Hugging Face directory (config.json + safetensors): the trainer's ``final_hf`` export,
-or any checkpoint exported with ``rlvr_jax.models.save_hf``.
+``--checkpoint`` is a Hugging Face directory (config.json + safetensors: the trainer's ``final_hf`` export, or
+any checkpoint written by ``rlvr_jax.models.save_hf``) or a training run's orbax checkpoint directory (its
+latest step's policy parameters; ``--tokenizer`` is then required, and ``--engine=vllm`` serves an HF export
+of them written under ``--out``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from absl import app, flags, logging
 from rlvr_jax.evaluation.config import SAMPLING_PRESETS, EvalConfig, apply_preset
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory (config.json + safetensors).")
+flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory (config.json + safetensors), or a "
+                    "training run's orbax checkpoint directory (<out_dir> or <out_dir>/checkpoints).")
 flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: --checkpoint).")
 flags.DEFINE_list("datasets", ["math500"], "Dataset names (math500, math_test, aime2024, aime2025, amc23, "
                   "math_train, rg:<task>) or .jsonl/.parquet paths.")
@@ -76,15 +79,21 @@ def config_from_flags() -> EvalConfig:
 
 
 def load_policy(checkpoint: str, dtype: str):
-    """``(model, model_config)`` from a Hugging Face directory."""
+    """``(model, model_config)`` from a Hugging Face directory, or from a training run's orbax checkpoints
+    (``<out_dir>`` or ``<out_dir>/checkpoints``: the latest step's policy parameters)."""
     path = pathlib.Path(checkpoint)
-    if not (path / "config.json").exists():
-        raise ValueError(f"--checkpoint={checkpoint!r} is not a Hugging Face directory (no config.json). Orbax "
-                         f"training checkpoints are exported to one by the trainer (train.export_final -> "
-                         f"<out_dir>/final_hf) or with rlvr_jax.models.save_hf.")
-    from rlvr_jax.models import load_hf
+    if (path / "config.json").exists():
+        from rlvr_jax.models import load_hf
 
-    return load_hf(path, dtype=dtype)
+        return load_hf(path, dtype=dtype)
+    if path.is_dir():
+        from rlvr_jax.checkpointing import load_policy_checkpoint
+
+        model, cfg, step = load_policy_checkpoint(str(path), dtype=dtype)
+        print(f"[evaluate] policy from orbax checkpoint step {step} in {path}", flush=True)
+        return model, cfg
+    raise ValueError(f"--checkpoint={checkpoint!r} is neither a Hugging Face directory (config.json) nor a "
+                     f"training run's orbax checkpoint directory")
 
 
 def build_engine(kind: str, checkpoint: str, tokenizer, cfg: EvalConfig, model=None):
@@ -124,12 +133,21 @@ def main(argv):
     if len(datasets) != len(loaded):
         raise app.UsageError(f"--datasets has repeated names: {[ds.name for ds in loaded]}")
     want_entropy = FLAGS.token_entropy if FLAGS.token_entropy is not None else FLAGS.engine == "jax"
-    model = load_policy(FLAGS.checkpoint, FLAGS.dtype)[0] if (FLAGS.engine == "jax" or want_entropy) else None
+    is_hf = (pathlib.Path(FLAGS.checkpoint) / "config.json").exists()
+    model = None
+    if FLAGS.engine == "jax" or want_entropy or not is_hf:
+        model = load_policy(FLAGS.checkpoint, FLAGS.dtype)[0]
+    serve_dir = FLAGS.checkpoint
+    if FLAGS.engine == "vllm" and not is_hf:  # vLLM reads HF directories: export the restored policy once
+        from rlvr_jax.models import save_hf
+
+        serve_dir = str(pathlib.Path(FLAGS.out) / "policy_hf")
+        save_hf(model, serve_dir, source_dir=FLAGS.tokenizer)
     entropy_fn = None
     if want_entropy:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         entropy_fn = make_model_token_entropy_fn(model, pad_id=int(pad))
-    with build_engine(FLAGS.engine, FLAGS.checkpoint, tokenizer, cfg, model) as engine:
+    with build_engine(FLAGS.engine, serve_dir, tokenizer, cfg, model) as engine:
         summaries = evaluate(engine, tokenizer, datasets, cfg, FLAGS.out, entropy_fn, progress=FLAGS.progress,
                              label=pathlib.Path(FLAGS.out).name)
     for name, s in summaries.items():

@@ -56,3 +56,26 @@ def test_preemption_guard_catches_sigterm_and_restores_handler():
         assert guard.requested and guard.signal_received == signal.SIGTERM
         assert guard.requested_anywhere()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_policy_restores_alone_from_a_run_checkpoint(tmp_path):
+    """The evaluator's path: only the policy parameters of a training checkpoint are read back into a model."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from rlvr_jax.checkpointing import load_policy_checkpoint
+    from rlvr_jax.models import Decoder, get_preset
+
+    model = Decoder(get_preset("tiny-qwen3"), rngs=nnx.Rngs(7))  # not the default seed of a fresh Decoder
+    params = nnx.state(model, nnx.Param)
+    state = {"policy": {"params": params, "opt_state": {"mu": jax.tree.map(jnp.zeros_like, params)},
+                        "step": jnp.int32(5)}}
+    ck = Checkpointer(str(tmp_path / "checkpoints"))
+    ck.save(5, state, {"config": {"model": {"preset": "tiny-qwen3", "param_dtype": "float32"}}}, force=True)
+    ck.close()
+    restored, cfg, step = load_policy_checkpoint(str(tmp_path))  # the run's out_dir works too
+    assert step == 5 and cfg.num_layers == 2
+    ids = jnp.asarray(np.arange(12, dtype=np.int32).reshape(2, 6))
+    np.testing.assert_array_equal(np.asarray(restored(ids)), np.asarray(model(ids)))
+    with pytest.raises(FileNotFoundError):
+        load_policy_checkpoint(str(tmp_path / "nowhere"))

@@ -23,12 +23,11 @@ Several seeds (``seeds=(0, 1, 2)``) repeat steps 2-3 with ``train.seed`` and the
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import fnmatch
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -40,7 +39,7 @@ LABELS = {"base": "base", "psr": "PSR", "nsr": "NSR", "wreinforce": "W-REINFORCE
 CURVES = (("train/rollout_entropy", "token entropy of rollouts (nats)"),
           ("train/correct_ratio", "correct ratio (train rollouts)"),
           ("train/fully_solved_ratio", "fully-solved prompt ratio"),
-          ("eval/heldout/greedy_accuracy", "held-out greedy accuracy"))
+          ("eval/*/greedy_accuracy", "held-out greedy accuracy (trainer eval)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +49,7 @@ class ExperimentConfig:
     algorithms: tuple[str, ...] = ALGORITHMS
     seeds: tuple[int, ...] = (0,)
     total_steps: int = 40
-    lr: float = 5e-4
+    lr: float = 2e-4
     prompt_batch_size: int = 32
     rollout_n: int = 8
     num_mini_batches: int = 2
@@ -69,7 +68,7 @@ class ExperimentConfig:
         return cls(**base)
 
 
-def rl_config(algo: str, warm_dir: str, out_dir: str, *, seed: int = 0, total_steps: int = 40, lr: float = 5e-4,
+def rl_config(algo: str, warm_dir: str, out_dir: str, *, seed: int = 0, total_steps: int = 40, lr: float = 2e-4,
               prompt_batch_size: int = 32, rollout_n: int = 8, num_mini_batches: int = 2, eval_every: int = 10,
               eval_n: int = 64):
     """The trainer config of one testbed run: the base config with the papers' ``algo`` preset
@@ -137,6 +136,14 @@ def evaluate_checkpoint(checkpoint: str, tokenizer, heldout, cfg: ExperimentConf
     return summary["heldout"]
 
 
+def metric(row: dict, pattern: str):
+    """``row[pattern]``, or the first value whose key matches the glob ``pattern`` (the trainer names its
+    held-out metrics ``eval/<dataset>/...`` after the dataset path); None when absent."""
+    if pattern in row:
+        return row[pattern]
+    return next((v for k, v in row.items() if fnmatch.fnmatchcase(k, pattern)), None)
+
+
 def read_metrics(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -152,7 +159,7 @@ def plot_training_curves(runs: dict[str, list[list[dict]]], path: str) -> None:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.0 * len(CURVES), 3.2))
     for ax, (key, title) in zip(axes, CURVES):
         for algo, seeds in runs.items():
-            per_seed = [{r["step"]: r[key] for r in rows if key in r} for rows in seeds]
+            per_seed = [{r["step"]: metric(r, key) for r in rows if metric(r, key) is not None} for rows in seeds]
             steps = sorted(set.intersection(*[set(s) for s in per_seed])) if per_seed else []
             if not steps:
                 continue
@@ -218,7 +225,7 @@ def write_report(report_dir: str, agg: dict, runs: dict, ks, cfg: ExperimentConf
     plot_training_curves(runs, os.path.join(report_dir, "training_curves.png"))
 
     kmax = ks[-1]
-    final_train = {a: {key: _mean_std([rows[-1].get(key) for rows in seeds]) for key, _ in CURVES}
+    final_train = {a: {key: _mean_std([metric(rows[-1], key) for rows in seeds]) for key, _ in CURVES}
                    for a, seeds in runs.items()}
     lines = [f"# Testbed report ({seeds_note})", "",
              f"Base: warm-started tiny Qwen3 ({warm_stats.get('num_params', '?')} parameters); RL: "
@@ -318,24 +325,3 @@ def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
     summary = write_report(report, aggregate(evals, ks), runs, ks, cfg, timings, warm_stats)
     log(f"report: {os.path.abspath(report)} ({timings['total']:.0f}s)")
     return summary
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="The testbed experiment (see rlvr_jax/testbed/experiment.py).")
-    p.add_argument("--out", default="runs/testbed")
-    p.add_argument("--warm_dir", default=None, help="warm-start directory (default: <out>/warmstart)")
-    p.add_argument("--quick", action="store_true", help="CI mode (~2 min)")
-    p.add_argument("--seeds", default="0", help="comma-separated RL / evaluation seeds")
-    p.add_argument("--steps", type=int, default=None, help="RL steps per run")
-    args = p.parse_args(argv)
-    kw = dict(out_dir=args.out, warm_dir=args.warm_dir or os.path.join(args.out, "warmstart"),
-              seeds=tuple(int(s) for s in args.seeds.split(",")))
-    if args.steps is not None:
-        kw["total_steps"] = args.steps
-    cfg = ExperimentConfig.quick(**kw) if args.quick else ExperimentConfig(**kw)
-    run_experiment(cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

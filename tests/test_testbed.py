@@ -1,0 +1,185 @@
+"""The tiny CPU testbed: task generator / verifier, tokenizer, warm-start batching, and the quick demo."""
+import itertools
+import json
+import math
+import os
+import pathlib
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rlvr_jax.testbed import task as T
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------- task
+def test_evaluate_expression_matches_python_precedence():
+    rng = random.Random(0)
+    for _ in range(300):
+        nums = [rng.randint(1, 9) for _ in range(3)]
+        for e in T.all_expressions(nums):
+            assert T.evaluate_expression(e) == eval(e), e  # noqa: S307 - digits and + - * only
+    with pytest.raises(ValueError, match="malformed"):
+        T.evaluate_expression("3+*4")
+    with pytest.raises(ValueError, match="not an expression"):
+        T.evaluate_expression("3/4")
+
+
+def test_expression_space_and_solutions():
+    assert len(T.all_expressions((1, 2, 3))) == 54
+    assert len(T.all_expressions((2, 2, 2))) == 9  # repeated numbers: one order
+    p = T.Puzzle((3, 8, 6), 30)
+    assert T.solutions(p) == ["3*8+6", "6+3*8", "6+8*3", "8*3+6"]
+    assert set(T.solutions(p)) | set(T.wrong_expressions(p)) == set(T.all_expressions(p.numbers))
+    assert p.text() == "Make 30 with 3 8 6."
+
+
+def test_verifier_is_reasoning_gym_countdown_scorer():
+    p = T.Puzzle((3, 8, 6), 30)
+    for s in T.solutions(p):
+        assert T.verify(f"think \\boxed{{{s}}}", p)
+    for w in T.wrong_expressions(p)[:10]:
+        assert not T.verify(f"\\boxed{{{w}}}", p)
+    assert not T.verify("\\boxed{3*8+6+0}", p)  # an extra number
+    assert not T.verify("\\boxed{30}", p)  # the target itself
+    assert not T.verify("no answer", p)
+
+
+def test_puzzle_space_and_disjoint_deterministic_splits():
+    space = T.puzzle_space()
+    assert len(space) == 1313 and len(set(space)) == 1313
+    a = T.split_problems({"heldout": 50, "rl": 100, "warmstart": -1}, seed=3)
+    b = T.split_problems({"heldout": 50, "rl": 100, "warmstart": -1}, seed=3)
+    assert a == b
+    assert [len(a[k]) for k in ("heldout", "rl", "warmstart")] == [50, 100, 1163]
+    keys = [p.key for ps in a.values() for p in ps]
+    assert len(set(keys)) == len(keys) == 1313
+    assert all(T.solutions(p) for ps in a.values() for p in ps)
+    assert T.split_problems({"heldout": 50}, seed=4)["heldout"] != a["heldout"]
+    with pytest.raises(ValueError, match="only 1313"):
+        T.split_problems({"x": 2000})
+
+
+def test_jsonl_round_trip_keeps_task_and_grades_with_the_pool(tmp_path):
+    from rlvr_jax.data import load_dataset
+    from rlvr_jax.rewards import GraderPool
+
+    puzzles = T.split_problems({"h": 6}, seed=0)["h"]
+    path = T.write_jsonl(T.to_problems(puzzles, "h"), tmp_path / "h.jsonl")
+    ds = load_dataset(str(path))
+    assert len(ds) == 6 and all(p.task == "rg:countdown" for p in ds)
+    assert ds[0].metadata["entry"]["metadata"]["target"] == puzzles[0].target
+    responses = [f"\\boxed{{{T.solutions(p)[-1]}}}" for p in puzzles[:3]] + \
+                [f"\\boxed{{{T.wrong_expressions(p)[0]}}}" for p in puzzles[3:]]
+    with GraderPool(0) as pool:
+        res = pool.grade_problems(list(ds), responses)
+    assert [r.correct for r in res] == [True] * 3 + [False] * 3
+    assert [r.reward for r in res] == [1.0] * 3 + [-1.0] * 3
+
+
+# ----------------------------------------------------------------------------------------- tokenizer
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from rlvr_jax.testbed.tokenizer import save_tokenizer
+
+    return save_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_tokenizer_round_trip_and_compact_prompts(tok):
+    from rlvr_jax.data import TEMPLATES, encode_prompt, format_prompt, stop_token_ids
+    from rlvr_jax.data.templates import INSTRUCTION
+
+    assert len(tok) < 100
+    for s in ["Make 30 with 3 8 6.", "\\boxed{3*8+6}", "a (b) = c, d: e? {x}\n", INSTRUCTION]:
+        ids = tok(s, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == s
+    assert len(tok(INSTRUCTION, add_special_tokens=False)["input_ids"]) == 1
+    assert tok("\\boxed{3*8+6}", add_special_tokens=False)["input_ids"][0] == tok.convert_tokens_to_ids("\\boxed{")
+    assert len(tok("\\boxed{3*8+6}", add_special_tokens=False)["input_ids"]) == 7
+    for t in TEMPLATES:
+        ids = encode_prompt("Make 30 with 3 8 6.", t, tok)
+        assert tok.decode(ids) == format_prompt("Make 30 with 3 8 6.", t, tok)
+    assert len(encode_prompt("Make 30 with 3 8 6.", "plain", tok)) == 22
+    eos = tok.eos_token_id
+    assert tok.eos_token == "<|endoftext|>" and eos in stop_token_ids(tok)
+    assert tok.pad_token_id not in stop_token_ids(tok)
+    assert tok.decode(tok("\\boxed{1+2*3}", add_special_tokens=False)["input_ids"] + [eos],
+                      skip_special_tokens=True) == "\\boxed{1+2*3}"
+    assert tok.decode(tok("~", add_special_tokens=False)["input_ids"]) == "<unk>"
+
+
+# ------------------------------------------------------------------------------------- warm start
+def test_warmstart_batch_masks_only_response_tokens():
+    from rlvr_jax.testbed.warmstart import make_batch
+
+    b = make_batch([[5, 6, 7], [5]], [[8, 9], [8, 9, 10, 11]], eos_id=1, pad_id=0, bucket=4)
+    assert b["ids"].shape == (2, 8)
+    np.testing.assert_array_equal(b["ids"][0], [5, 6, 7, 8, 9, 1, 0, 0])
+    np.testing.assert_array_equal(b["loss_mask"][0], [0, 0, 0, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(b["loss_mask"][1], [0, 1, 1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(b["attention_mask"][1], [1, 1, 1, 1, 1, 1, 0, 0])
+
+
+def test_warmstart_targets_are_distinct_correct_and_flawed():
+    from rlvr_jax.testbed.warmstart import WarmStartConfig, sft_targets
+
+    cfg = WarmStartConfig(solutions_per_problem=3, flawed_per_problem=4)
+    puzzles = T.split_problems({"w": 40}, seed=1)["w"]
+    for p, (good, bad) in zip(puzzles, sft_targets(puzzles, cfg, random.Random(0))):
+        assert len(good) == min(3, len(T.solutions(p))) and len(set(good)) == len(good)
+        assert len(bad) == 4 and len(set(bad)) == 4
+        assert all(T.evaluate_expression(e) == p.target for e in good)
+        assert all(T.evaluate_expression(e) != p.target for e in bad)
+    with pytest.raises(ValueError, match="flawed_share"):
+        WarmStartConfig(flawed_share=1.0)
+
+
+def test_testbed_config_validates(tmp_path):
+    from rlvr_jax.config import validate_config
+    from rlvr_jax.testbed.experiment import rl_config
+
+    for algo in ("psr", "nsr", "wreinforce", "grpo"):
+        c = rl_config(algo, str(tmp_path), str(tmp_path / algo))
+        b = validate_config(c, check_files=False, num_devices=8)
+        assert b.updates_per_step == 2 and c.data.template == "plain"
+    assert rl_config("wreinforce", "w", "o").algo.lam == 0.1
+    assert rl_config("grpo", "w", "o").algo.adv_estimator == "grpo"
+
+
+# ------------------------------------------------------------------------------------ quick demo
+@pytest.mark.slow
+def test_quick_demo_writes_a_finite_report(tmp_path):
+    """`python -m rlvr_jax.demo --quick`: warm start, 4 RL runs with the real trainer, n=64 evaluation."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ""  # one CPU device, as a newcomer's laptop (conftest simulates 8)
+    env["JAX_PLATFORMS"] = "cpu"
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "rlvr_jax.demo", "--quick", "--out", str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=390)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = out / "report"
+    for f in ("pass_at_k.md", "pass_at_k.png", "training_curves.png", "summary.md", "summary.json"):
+        assert (report / f).stat().st_size > 0, f
+    s = json.loads((report / "summary.json").read_text())
+    assert s["ks"] == [1, 2, 4, 8, 16, 32, 64]
+    assert set(s["heldout"]) == {"base", "psr", "nsr", "wreinforce", "grpo"}
+    for name, row in s["heldout"].items():
+        curve = [row[f"pass@{k}"][0] for k in s["ks"]]
+        assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in curve), (name, curve)
+        assert all(a <= b + 1e-12 for a, b in zip(curve, curve[1:])), (name, curve)  # pass@k grows with k
+        assert math.isfinite(row["token_entropy"][0]) and row["token_entropy"][0] > 0
+        assert math.isfinite(row["answer_entropy"][0])
+    base = s["heldout"]["base"]
+    assert 0.0 < base["pass@1"][0] < base["pass@64"][0]  # the base solves some puzzles sometimes
+    for algo in ("psr", "nsr", "wreinforce", "grpo"):
+        rows = [json.loads(x) for x in (out / "seed0" / algo / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+        for r in rows:
+            for k in ("train/correct_ratio", "train/fully_solved_ratio", "train/rollout_entropy", "actor/pg_loss"):
+                assert math.isfinite(r[k]), (algo, k, r[k])
+    md = (report / "pass_at_k.md").read_text()
+    assert all(lab in md for lab in ("base", "PSR", "NSR", "W-REINFORCE", "GRPO"))
