@@ -2,8 +2,8 @@
 
 Warm-starts a tiny Qwen3 on Countdown puzzles (or reuses ``<out>/warmstart``), trains it with PSR, NSR,
 W-REINFORCE and GRPO using the real trainer, evaluates pass@k (n=64) on held-out puzzles and writes
-``<out>/report`` (pass_at_k.md / .png, training_curves.png, summary.md / .json). About 6-10 minutes on two
-CPU cores; ``--quick`` (CI) about 2 minutes. ``--toy`` runs the former default instead: the two-stage
+``<out>/report`` (pass_at_k.md / .png, training_curves.png, summary.md / .json). About 3-5 minutes on two
+CPU cores; ``--quick`` (CI) about 1.5 minutes. Results and their caveats: docs/testbed.md. ``--toy`` runs the former default instead: the two-stage
 dynamics paper's probability-mass bandit (:mod:`rlvr_jax.toy`).
 
 Compiled XLA programs are cached under ``<out>/.jax_cache`` (the runs share shapes, so later runs skip

@@ -8,11 +8,11 @@ Pipeline (``run_experiment``):
    JAX engine, config :func:`rl_config` (the papers' preset for the algorithm from
    :mod:`rlvr_jax.config.presets`, with testbed sizes), exporting ``final_hf``;
 3. the evaluator (:func:`rlvr_jax.evaluation.runner.evaluate`) with ``n`` samples per held-out puzzle
-   (k = 1, 2, 4, ..., n) for the base and every trained policy, then :func:`rlvr_jax.evaluation.runner.compare`;
+   (k = 1, 2, 4, ..., n) for the base and every trained policy (``<out>/seed<s>/eval/<policy>``);
 4. the report directory::
 
        report/pass_at_k.md          pass@k table (rows k, one column per policy) + greedy / entropy metrics
-       report/pass_at_k.png         pass@k curves of base and every algorithm in one plot
+       report/pass_at_k.png         pass@k curves of base and every algorithm in one plot (mean over seeds)
        report/training_curves.png   token entropy, correct ratio, fully-solved ratio and held-out greedy
                                     accuracy over RL steps (from each run's metrics.jsonl)
        report/summary.md / .json    the headline numbers and the questions of the NSR paper, answered
@@ -173,7 +173,7 @@ def plot_training_curves(runs: dict[str, list[list[dict]]], path: str) -> None:
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -185,11 +185,12 @@ def _mean_std(xs) -> tuple[float, float]:
 
 
 def _fmt(m: float, s: float, pct: bool = True) -> str:
+    """``mean ± std`` (std omitted when 0): percent with one decimal, else three decimals."""
     if math.isnan(m):
         return "-"
-    scale = 100.0 if pct else 1.0
-    return f"{scale * m:.1f}" + (f" ± {scale * s:.1f}" if s > 0 else "") if pct else \
-        f"{m:.3f}" + (f" ± {s:.3f}" if s > 0 else "")
+    if pct:
+        return f"{100 * m:.1f}" + (f" ± {100 * s:.1f}" if s > 0 else "")
+    return f"{m:.3f}" + (f" ± {s:.3f}" if s > 0 else "")
 
 
 def aggregate(evals: dict[str, list[dict]], ks) -> dict:
@@ -205,7 +206,9 @@ def aggregate(evals: dict[str, list[dict]], ks) -> dict:
 
 def write_report(report_dir: str, agg: dict, runs: dict, ks, cfg: ExperimentConfig, timings: dict,
                  warm_stats: dict) -> dict:
-    """pass_at_k.md, training_curves.png, summary.md and summary.json (pass_at_k.png comes from compare)."""
+    """pass_at_k.md / .png (mean over seeds), training_curves.png, summary.md and summary.json."""
+    from rlvr_jax.evaluation.plots import plot_pass_at_k
+
     os.makedirs(report_dir, exist_ok=True)
     names = list(agg)
     header = "| k | " + " | ".join(LABELS.get(n, n) for n in names) + " |\n|---|" + "---|" * len(names) + "\n"
@@ -223,6 +226,8 @@ def write_report(report_dir: str, agg: dict, runs: dict, ks, cfg: ExperimentConf
         f.write(f"## pass@k (%) on {cfg.eval_problems} held-out puzzles, n={cfg.eval_n}, T={cfg.eval_temperature} "
                 f"({seeds_note})\n\n{table}\n## other metrics\n\n{extra}")
     plot_training_curves(runs, os.path.join(report_dir, "training_curves.png"))
+    plot_pass_at_k({LABELS.get(n, n): {f"held-out, {seeds_note}": {k: agg[n][f"pass@{k}"][0] for k in ks}}
+                    for n in names}, os.path.join(report_dir, "pass_at_k.png"))
 
     kmax = ks[-1]
     final_train = {a: {key: _mean_std([metric(rows[-1], key) for rows in seeds]) for key, _ in CURVES}
@@ -255,12 +260,12 @@ def write_report(report_dir: str, agg: dict, runs: dict, ks, cfg: ExperimentConf
 
 
 def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
-    """Runs the whole pipeline (module docstring) and returns the summary dict."""
+    """Runs the whole pipeline (module docstring) and returns the summary dict. A complete warm start already in
+    ``cfg.warm_dir`` is reused as it is (``cfg.warmstart`` applies only when one is made)."""
     from transformers import AutoTokenizer
 
     from rlvr_jax.data import load_file
     from rlvr_jax.evaluation.config import default_ks
-    from rlvr_jax.evaluation.runner import compare
     from rlvr_jax.rewards import GraderPool
     from rlvr_jax.train import run
 
@@ -288,13 +293,12 @@ def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
     ks = default_ks(cfg.eval_n)
     evals: dict[str, list[dict]] = {"base": []}
     runs: dict[str, list[list[dict]]] = {}
-    eval_dirs: dict[str, str] = {}
     with GraderPool(0) as pool:
         for seed in cfg.seeds:
             sdir = os.path.join(cfg.out_dir, f"seed{seed}")
             t = time.perf_counter()
-            eval_dirs["base"] = os.path.join(sdir, "eval", "base")
-            evals["base"].append(evaluate_checkpoint(base, tokenizer, heldout, cfg, eval_dirs["base"], seed, pool))
+            evals["base"].append(evaluate_checkpoint(base, tokenizer, heldout, cfg, os.path.join(sdir, "eval", "base"),
+                                                     seed, pool))
             timings[f"seed{seed}/eval_base"] = time.perf_counter() - t
             log(f"seed {seed} base: pass@1 {evals['base'][-1]['pass_at_k']['1']:.3f} "
                 f"pass@{ks[-1]} {evals['base'][-1]['pass_at_k'][str(ks[-1])]:.3f}")
@@ -309,18 +313,14 @@ def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
                 timings[f"seed{seed}/train_{algo}"] = time.perf_counter() - t
                 runs.setdefault(algo, []).append(read_metrics(os.path.join(rdir, "metrics.jsonl")))
                 t = time.perf_counter()
-                eval_dirs[algo] = os.path.join(sdir, "eval", algo)
-                evals.setdefault(algo, []).append(
-                    evaluate_checkpoint(res.final_export, tokenizer, heldout, cfg, eval_dirs[algo], seed, pool))
+                evals.setdefault(algo, []).append(evaluate_checkpoint(
+                    res.final_export, tokenizer, heldout, cfg, os.path.join(sdir, "eval", algo), seed, pool))
                 timings[f"seed{seed}/eval_{algo}"] = time.perf_counter() - t
                 e = evals[algo][-1]
                 log(f"seed {seed} {algo}: pass@1 {e['pass_at_k']['1']:.3f} pass@{ks[-1]} "
                     f"{e['pass_at_k'][str(ks[-1])]:.3f} token entropy {e['token_entropy']:.3f} "
                     f"(train {timings[f'seed{seed}/train_{algo}']:.0f}s)")
     report = os.path.join(cfg.out_dir, "report")
-    # pass@k curves of every policy in one PNG (last seed's evaluation directories) via the evaluator.
-    compare([eval_dirs[n] for n in evals], report, labels=[LABELS[n] for n in evals])
-    os.replace(os.path.join(report, "compare_pass_at_k.png"), os.path.join(report, "pass_at_k.png"))
     timings["total"] = time.perf_counter() - t0
     summary = write_report(report, aggregate(evals, ks), runs, ks, cfg, timings, warm_stats)
     log(f"report: {os.path.abspath(report)} ({timings['total']:.0f}s)")
