@@ -34,3 +34,15 @@ def shared_data_dir() -> pathlib.Path:
         pytest.fail("benchmark data not found: expected ../shared/data/math500.jsonl "
                     "(or set RLVR_SHARED_DATA)")
     return d
+
+
+@pytest.fixture(scope="module")
+def float64_module():
+    """float64 for every test of the requesting module (``pytestmark = usefixtures("float64_module")``), restored
+    afterwards so that x64 never leaks into other modules run by the same worker."""
+    import jax
+
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", prev)

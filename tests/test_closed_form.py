@@ -18,12 +18,7 @@ _rng = np.random.default_rng(20240611)
 VOCABS = (2, int(_rng.integers(3, 64)), int(_rng.integers(1000, 1600)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("float64_module")
 
 
 def assert_rel_close(got, want, rtol=RTOL):

@@ -13,12 +13,7 @@ from rlvr_jax.objectives import (AGG_MODES, OBJECTIVES, ObjectiveHParams, advant
                                  summarize_metrics, token_weights)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("float64_module")
 
 
 def make_batch(seed, b=6, t=7, *, pm_one=False, ratio_noise=0.1):
