@@ -21,29 +21,26 @@ TRAIN_GPUS=${TRAIN_GPUS:-1,2,3,4,5,6,7}
 VLLM_PORT=${VLLM_PORT:-8000}
 VLLM_ARGS=${VLLM_ARGS:-}
 
+# One field of the config (with the command line's overrides), e.g. `config_field model.hf_path "$@"`.
+config_field() {
+  local field=$1; shift
+  "$PYTHON" - "$field" "$CONFIG" "$@" <<'PY'
+import sys
+from absl import flags
+from ml_collections import config_flags
+fv = flags.FlagValues()
+argv = ["x", f"--config={sys.argv[2]}", *sys.argv[3:]]
+config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
+fv(argv)
+value = fv.config
+for part in sys.argv[1].split("."):
+    value = value[part]
+print(value)
+PY
+}
 # The model the server starts from: the config's model.hf_path (the trainer syncs its weights every step).
-MODEL=$("$PYTHON" - "$CONFIG" "$@" <<'PY'
-import sys
-from absl import flags
-from ml_collections import config_flags
-fv = flags.FlagValues()
-argv = ["x", f"--config={sys.argv[1]}", *sys.argv[2:]]
-config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
-fv(argv)
-print(fv.config.model.hf_path)
-PY
-)
-OUT=$("$PYTHON" - "$CONFIG" "$@" <<'PY'
-import sys
-from absl import flags
-from ml_collections import config_flags
-fv = flags.FlagValues()
-argv = ["x", f"--config={sys.argv[1]}", *sys.argv[2:]]
-config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
-fv(argv)
-print(fv.config.logging.out_dir)
-PY
-)
+MODEL=$(config_field model.hf_path "$@")
+OUT=$(config_field logging.out_dir "$@")
 mkdir -p "$OUT"
 LOG="$OUT/vllm_server.log"
 
