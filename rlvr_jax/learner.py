@@ -94,19 +94,38 @@ def micro_batches(batch: Batch, micro_batch_size: int) -> list[Batch]:
 # Pure model functions
 # ------------------------------------------------------------------------------------------------
 def response_hidden(model, prompt_ids, prompt_mask, response_ids, response_mask):
-    """Hidden states predicting each response token: ``[N, R, H]`` (positions P-1 .. P+R-2)."""
-    P = prompt_ids.shape[1]
+    """Hidden states predicting each response token: ``[N, R, H]``.
+
+    The packed row ``[left pads | prompt | response | right pads]`` is first rotated left by its number of
+    prompt pads, giving ``[prompt | response | pads]`` with every real token at its true position
+    ``0 .. len-1``. All padding then trails the real tokens, so plain causal attention (no mask array: the
+    cuDNN causal kernel) gives the real tokens exactly what the padded layout with a padding mask gives
+    them. Response token ``j`` of row ``n`` is predicted by the hidden state at ``P - 1 + j - pads_n``.
+    ``response_mask`` is not needed for that (response padding is trailing already).
+    """
+    del response_mask
+    N, P = prompt_ids.shape
     R = response_ids.shape[1]
+    T = P + R
     ids = jnp.concatenate([prompt_ids, response_ids], axis=1)
-    mask = jnp.concatenate([prompt_mask.astype(jnp.int32), (response_mask != 0).astype(jnp.int32)], axis=1)
-    h = model.hidden(ids, attention_mask=mask)
-    return jax.lax.dynamic_slice_in_dim(h, P - 1, R, axis=1)
+    pads = P - jnp.sum(prompt_mask != 0, axis=1).astype(jnp.int32)  # [N]
+    cols = jnp.arange(T, dtype=jnp.int32)[None, :]
+    aligned = jnp.take_along_axis(ids, (cols + pads[:, None]) % T, axis=1)
+    h = model.hidden(aligned)
+    rows = (P - 1 + jnp.arange(R, dtype=jnp.int32))[None, :] - pads[:, None]  # [N, R], >= 0
+    return jnp.take_along_axis(h, rows[:, :, None], axis=1)
 
 
 def sequence_logprobs(model, mb: Batch, chunk_size: int):
-    """``(logp [N, R], entropy [N, R])`` of the response tokens under ``model`` (float32)."""
+    """``(logp [N, R], entropy [N, R])`` of the response tokens under ``model`` (float32).
+
+    The output projection's matmuls (forward and backward) run in the model's compute dtype with float32
+    accumulation, as in the samplers, and the gradient of a float32 master ``[H, V]`` matrix is summed in
+    float32 (see ``rlvr_jax.models.logprobs``).
+    """
     h = response_hidden(model, mb["prompt_ids"], mb["prompt_mask"], mb["response_ids"], mb["response_mask"])
-    return token_logprobs(h, model.unembed_matrix(), mb["response_ids"], chunk_size=chunk_size)
+    return token_logprobs(h, model.unembed_matrix(), mb["response_ids"], chunk_size=chunk_size,
+                          compute_dtype=model.config.dtype)
 
 
 class ValueModel(nnx.Module):
@@ -156,10 +175,15 @@ def make_schedule(lr: float, warmup_steps: int, total_updates: int, kind: str = 
 
 
 def make_optimizer(schedule: optax.Schedule, weight_decay: float, b1: float, b2: float, eps: float,
-                   grad_clip: float) -> optax.GradientTransformation:
-    """Global-norm clipping (``grad_clip <= 0`` disables it) followed by AdamW."""
+                   grad_clip: float, mu_dtype: str | None = None) -> optax.GradientTransformation:
+    """Global-norm clipping (``grad_clip <= 0`` disables it) followed by AdamW.
+
+    ``mu_dtype`` stores Adam's first moment in that dtype (e.g. ``"bfloat16"``: 2 bytes less to read and
+    write per parameter and update, and 2 bytes less memory); the second moment keeps the parameters' dtype.
+    """
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                             mu_dtype=None if mu_dtype in (None, "", "float32") else jnp.dtype(mu_dtype)))
     return optax.chain(*parts)
 
 
@@ -276,6 +300,7 @@ class LearnerOptions:
     critic_lr: float = 1e-5
     critic_warmup_steps: int = 0
     value_clip: float = 0.5
+    mu_dtype: str = "float32"
 
     @classmethod
     def from_config(cls, cfg, total_updates: int) -> "LearnerOptions":
@@ -292,7 +317,8 @@ class LearnerOptions:
                    eps=float(o.eps), grad_clip=float(o.grad_clip), warmup_steps=int(o.warmup_steps),
                    schedule=o.schedule, min_lr_ratio=float(o.min_lr_ratio), total_updates=int(total_updates),
                    use_reference=bool(a.use_reference), use_critic=a.adv_estimator == "gae",
-                   critic_lr=float(o.critic_lr), critic_warmup_steps=int(o.critic_warmup_steps))
+                   critic_lr=float(o.critic_lr), critic_warmup_steps=int(o.critic_warmup_steps),
+                   mu_dtype=str(o.mu_dtype))
 
 
 def _to_host(x) -> np.ndarray:
@@ -316,7 +342,7 @@ class Learner:
         self.opts, self.mesh, self.rules = opts, mesh, rules
         self.objective = get_objective(opts.objective)
         sched = make_schedule(opts.lr, opts.warmup_steps, opts.total_updates, opts.schedule, opts.min_lr_ratio)
-        tx = make_optimizer(sched, opts.weight_decay, opts.b1, opts.b2, opts.eps, opts.grad_clip)
+        tx = make_optimizer(sched, opts.weight_decay, opts.b1, opts.b2, opts.eps, opts.grad_clip, opts.mu_dtype)
         self.policy = Trainable(model, tx, sched, self._policy_loss, mesh)
         self.ref_params = None
         if opts.use_reference:  # a frozen copy of the initial policy
@@ -327,7 +353,8 @@ class Learner:
                 raise ValueError("LearnerOptions.use_critic needs a critic_backbone (a decoder to start from)")
             vm = ValueModel(critic_backbone, rngs=nnx.Rngs(0))
             csched = make_schedule(opts.critic_lr, opts.critic_warmup_steps, opts.total_updates)
-            ctx = make_optimizer(csched, opts.weight_decay, opts.b1, opts.b2, opts.eps, opts.grad_clip)
+            ctx = make_optimizer(csched, opts.weight_decay, opts.b1, opts.b2, opts.eps, opts.grad_clip,
+                                 opts.mu_dtype)
             self.critic = Trainable(vm, ctx, csched, self._critic_loss, mesh)
         self._logprob_fn = jax.jit(self._logprob_impl)
         self._value_fn = jax.jit(self._value_impl)

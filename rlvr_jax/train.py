@@ -69,11 +69,12 @@ def build_model(cfg, mesh, rules):
     from rlvr_jax.models import Decoder, get_preset, load_hf
     from rlvr_jax.sharding import shard_model
     m = cfg.model
+    opts = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_impl=m.attention_impl,
+                decode_attention_impl=m.decode_attention_impl)
     if m.hf_path:
-        model, mcfg = load_hf(m.hf_path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh, rules=rules,
-                              remat=m.remat)
+        model, mcfg = load_hf(m.hf_path, mesh=mesh, rules=rules, **opts)
     else:
-        mcfg = get_preset(m.preset, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+        mcfg = get_preset(m.preset, **opts)
         model = shard_model(Decoder(mcfg, rngs=nnx.Rngs(int(cfg.train.seed))), mesh, rules)
     return model, mcfg
 

@@ -27,10 +27,11 @@ def test_param_count_matches_the_model():
 def test_bench_cli_tiny_preset(tmp_path):
     # The child inherits the 8 simulated CPU devices: the learner mesh spans them (fsdp=8), so batch 8.
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "rlvr_jax.bench", "--preset", "tiny-qwen3", "--what", "learner,sampler,export",
+    cmd = [sys.executable, "-m", "rlvr_jax.bench", "--preset", "tiny-qwen3",
+           "--what", "learner,sampler,export,census",
            "--batch", "8", "--seq_len", "48", "--prompt_len", "16", "--steps", "2", "--warmup", "1",
            "--sampler_batch", "4", "--sampler_prompt_len", "16", "--new_tokens", "16", "--sampler_repeats", "1",
-           "--out", str(out)]
+           "--mu_dtype", "bfloat16", "--decode_attention_impl", "pallas", "--profile", str(tmp_path / "prof"), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -38,5 +39,39 @@ def test_bench_cli_tiny_preset(tmp_path):
     assert r["learner"]["flops_per_token"] == flops.train_flops_per_token(get_preset("tiny-qwen3"), 48)
     assert r["sampler"]["tokens_per_s"] > 0 and r["sampler"]["compilations"] == 1
     assert r["export"]["bytes"] > 0 and r["export"]["s_per_gb"] > 0
+    assert r["learner"]["mu_dtype"] == "bfloat16" and r["sampler"]["decode_attention_impl"] == "pallas"
+    assert r["census"]["total"] > r["census"]["model_flops"] > 0 and "float32 x float32" not in r["census"]["by_dtype"]
+    traces = {p.relative_to(tmp_path / "prof").parts[0] for p in (tmp_path / "prof").rglob("*.xplane.pb")}
+    assert traces == {"learner", "sampler"}, traces
     assert "| learner tokens/s | 8x48 |" in proc.stdout
     assert markdown(r) == r["table"]
+
+
+def test_matmul_census_counts_scan_trips_and_nested_jaxprs():
+    import jax
+    import jax.numpy as jnp
+    from rlvr_jax.bench.census import matmul_census
+
+    a = jnp.ones((4, 8), jnp.bfloat16)
+    b = jnp.ones((8, 16), jnp.float32)
+
+    def f(a, b):
+        def body(c, _):
+            return c, jax.checkpoint(lambda x: x @ b.astype(x.dtype))(a)
+        _, ys = jax.lax.scan(body, 0.0, None, length=3)
+        z = jax.jit(lambda u, v: jnp.einsum("ij,jk->ik", u, v))(a.astype(jnp.float32), b)
+        return ys, z
+
+    c = matmul_census(jax.make_jaxpr(f)(a, b))
+    assert c["by_dtype"] == {"bfloat16 x bfloat16": 3 * 2 * 4 * 8 * 16, "float32 x float32": 2 * 4 * 8 * 16}
+    assert c["count"] == 2 and c["in_while"] == 0
+
+
+def test_learner_census_remat_and_dtypes():
+    from rlvr_jax.bench.census import learner_step_census
+    none = learner_step_census("tiny-qwen3", 2, 48, 16, "none", 16)
+    full = learner_step_census("tiny-qwen3", 2, 48, 16, "full", 16)
+    # Full rematerialisation re-runs every layer's forward matmuls once more; the LM head is not remat'd.
+    assert full["total"] > none["total"] > none["model_flops"] * 0.9
+    for c in (none, full):
+        assert "float32 x float32" not in c["by_dtype"]

@@ -99,6 +99,7 @@ def _tiny():
     (lambda c: setattr(c.model, "preset", "no-such-model"), "model.preset"),
     (lambda c: setattr(c.optim, "lr", 0.0), "optim.lr"),
     (lambda c: setattr(c.model, "tokenizer_path", ""), "model.tokenizer_path"),  # a preset needs a tokenizer
+    (lambda c: setattr(c.model, "decode_attention_impl", "triton"), "model.decode_attention_impl"),
     (lambda c: setattr(c.mesh.shape, "tp", 3), "mesh.shape"),
 ])
 def test_validation_names_the_field(edit, field):

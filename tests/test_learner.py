@@ -136,3 +136,95 @@ def test_micro_batches_pad_with_inert_rows():
     b = pack_sequences([[1, 2]] * 3, [[3]] * 3, length_bucket=4)
     mbs = micro_batches(b, 2)
     assert len(mbs) == 2 and mbs[1]["response_mask"][1].sum() == 0 and mbs[1]["prompt_mask"][1].sum() == 1
+
+
+def _masked_layout_logprobs(model, b):
+    """Reference: the padded layout ``[left pads | prompt | response | pads]`` with an explicit padding
+    mask (the learner's layout before right alignment), log-softmax gathered in float32."""
+    P, R = b["prompt_ids"].shape[1], b["response_ids"].shape[1]
+    ids = jnp.concatenate([b["prompt_ids"], b["response_ids"]], axis=1)
+    mask = jnp.concatenate([b["prompt_mask"], (b["response_mask"] != 0).astype(jnp.int32)], axis=1)
+    h = model.hidden(ids, attention_mask=mask)[:, P - 1:P - 1 + R]
+    z = model.logits_from_hidden(h)
+    lp = jax.nn.log_softmax(z, axis=-1)
+    return jnp.take_along_axis(lp, b["response_ids"][..., None], axis=-1)[..., 0]
+
+
+def test_right_aligned_causal_layout_equals_padding_mask_layout_values_and_gradients():
+    """The learner's rotated, mask-free causal layout gives the same log-probs and the same parameter
+    gradients (on real tokens) as the left-padded layout with an explicit padding mask."""
+    rng = np.random.default_rng(5)
+    b = {k: jnp.asarray(v) for k, v in _batch(rng, n=6).items()}
+    model = Decoder(CFG, rngs=nnx.Rngs(2))
+    g, s = nnx.split(model)
+    m = b["response_mask"]
+
+    def new(s):
+        return jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=4)[0] * m)
+
+    def ref(s):
+        return jnp.sum(_masked_layout_logprobs(nnx.merge(g, s), b) * m)
+
+    (v_new, g_new), (v_ref, g_ref) = jax.jit(jax.value_and_grad(new))(s), jax.jit(jax.value_and_grad(ref))(s)
+    assert abs(float(v_new) - float(v_ref)) <= 1e-5 * abs(float(v_ref))
+    lp_new = sequence_logprobs(model, b, chunk_size=4)[0]
+    lp_ref = _masked_layout_logprobs(model, b)
+    np.testing.assert_allclose(np.where(m != 0, lp_new, 0), np.where(m != 0, lp_ref, 0), rtol=2e-5, atol=2e-5)
+    worst = max(float(jnp.max(jnp.abs(a - c)) / (jnp.max(jnp.abs(c)) + 1e-30))
+                for a, c in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref)))
+    assert worst < 1e-4, worst
+
+
+def _dot_dtypes(closed_jaxpr):
+    """(lhs dtype, rhs dtype, output shape) of every dot_general in a jaxpr, sub-jaxprs included."""
+    from jax.extend import core as jcore
+    out = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                a, b = (v.aval for v in eqn.invars)
+                out.append((str(a.dtype), str(b.dtype), tuple(eqn.outvars[0].aval.shape)))
+            for p in eqn.params.values():
+                for sub in (p if isinstance(p, (tuple, list)) else [p]):
+                    if isinstance(sub, jcore.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jcore.Jaxpr):
+                        walk(sub)
+    walk(closed_jaxpr.jaxpr)
+    return out
+
+
+def test_bf16_compute_runs_every_learner_matmul_in_bf16():
+    """With float32 master weights and bf16 compute, no matmul of the log-prob pass or its gradient (LM
+    head included) has a float32 operand: the unembedding is cast to the compute dtype, and accumulation
+    stays float32 through ``preferred_element_type``."""
+    cfg = get_preset("tiny-qwen3", dtype="bfloat16", param_dtype="float32")
+    model = Decoder(cfg, rngs=nnx.Rngs(0))
+    g, s = nnx.split(model)
+    b = {k: jnp.asarray(v) for k, v in _batch(np.random.default_rng(0), n=4).items()}
+    fn = jax.grad(lambda s: jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=8)[0]))
+    dots = _dot_dtypes(jax.make_jaxpr(fn)(s))
+    assert len(dots) >= 7 * cfg.num_layers, f"found only {len(dots)} dots"
+    # jax.nn.dot_product_attention's XLA implementation keeps float32 scores/probabilities (its own
+    # business, and replaced by one fused kernel with attention_impl='cudnn'); every projection and the
+    # LM head (dims hidden / intermediate / vocab) must be bf16 x bf16 in the forward and backward passes.
+    proj = {cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size}
+    f32 = [d for d in dots if "float32" in d[:2] and proj & set(d[2])]
+    assert not f32, f"float32 matmul operands: {f32[:5]}"
+    assert any(cfg.vocab_size in d[2] for d in dots), "no LM-head dot found"
+
+
+def test_bf16_first_moment_option():
+    opts = _opts(mu_dtype="bfloat16")
+    learner = _learner(opts)
+    dtypes = {x.dtype for x in jax.tree.leaves(learner.policy.state["opt_state"]) if x.ndim >= 2}
+    assert jnp.dtype("bfloat16") in dtypes and jnp.dtype("float32") in dtypes  # mu bf16, nu float32
+    b = _batch(np.random.default_rng(3))
+    b["old_logp"], _ = learner.compute_logprobs(b)
+    before = jax.tree.map(np.asarray, learner.policy.state["params"])
+    metrics = learner.update(b)
+    assert np.isfinite(metrics["actor/grad_norm"]) and metrics["actor/skipped"] == 0
+    moved = [float(np.abs(np.asarray(a) - c).max()) for a, c in
+             zip(jax.tree.leaves(learner.policy.state["params"]), jax.tree.leaves(before))]
+    assert max(moved) > 0

@@ -216,3 +216,35 @@ def test_token_logprobs_rejects_bad_shapes():
         token_logprobs(jnp.zeros((2, 3, 4)), jnp.zeros((4, 5)), jnp.zeros((2, 4), jnp.int32))
     with pytest.raises(ValueError, match="unembed"):
         token_logprobs(jnp.zeros((2, 3, 4)), jnp.zeros((5, 5)), jnp.zeros((2, 3), jnp.int32))
+
+
+def test_token_logprobs_mixed_precision_gradient_dtypes_and_accuracy():
+    """bf16 hidden states with a float32 master matrix: the gradient of the matrix comes back in float32
+    (summed over chunks in float32), and values/gradients stay within bf16 rounding of a float64 reference."""
+    rs = np.random.RandomState(7)
+    h32 = rs.randn(2, 40, 32).astype(np.float32)
+    w32 = (0.3 * rs.randn(32, 300)).astype(np.float32)
+    y = jnp.asarray(rs.randint(0, 300, (2, 40)), jnp.int32)
+    coef = jnp.asarray(rs.randn(2, 40), jnp.float32)
+    h = jnp.asarray(h32, jnp.bfloat16)
+    w = jnp.asarray(w32)
+
+    def loss(fn, h, w):
+        lp, ent = fn(h, w)
+        return (lp * coef).sum() + 0.3 * ent.sum()
+
+    mine = lambda h, w: token_logprobs(h, w, y, chunk_size=8)  # noqa: E731
+    (lp, ent) = jax.jit(mine)(h, w)
+    gh, gw = jax.jit(jax.grad(lambda h, w: loss(mine, h, w), argnums=(0, 1)))(h, w)
+    assert lp.dtype == ent.dtype == jnp.float32 and gh.dtype == jnp.bfloat16 and gw.dtype == jnp.float32
+    with jax.enable_x64():
+        h64 = jnp.asarray(np.asarray(h.astype(jnp.float32)), jnp.float64)
+        w64 = jnp.asarray(np.asarray(w.astype(jnp.bfloat16).astype(jnp.float32)), jnp.float64)
+        rlp, rent = _naive(h64, w64, y)
+        rgh, rgw = jax.grad(lambda h, w: loss(lambda a, b: _naive(a, b, y), h, w), argnums=(0, 1))(h64, w64)
+        rlp, rent, rgh, rgw = (np.asarray(x) for x in (rlp, rent, rgh, rgw))
+    np.testing.assert_allclose(lp, rlp, rtol=1e-4, atol=1e-4)  # bf16 operands are exact; f32 accumulation
+    np.testing.assert_allclose(ent, rent, rtol=1e-4, atol=1e-4)
+    # dz is rounded to bf16 before its matmuls: relative error ~ 2^-8 of the gradient's scale.
+    for got, ref in ((np.asarray(gh, np.float32), rgh), (np.asarray(gw), rgw)):
+        assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max(), np.abs(got - ref).max() / np.abs(ref).max()

@@ -11,7 +11,9 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "qwen3-1.7b", "model preset (rlvr_jax.models.preset_names())")
-flags.DEFINE_list("what", ["learner", "sampler", "export"], "subset of learner,sampler,export")
+flags.DEFINE_list("what", ["learner", "sampler", "export"],
+                  "subset of learner,sampler,export,census (census: matmul FLOPs by operand dtype of one learner "
+                  "step, traced from shapes only)")
 flags.DEFINE_string("out", None, "write the results as JSON here")
 flags.DEFINE_integer("batch", 4, "learner: sequences per step")
 flags.DEFINE_integer("seq_len", 2048, "learner: tokens per sequence (prompt + response)")
@@ -22,6 +24,11 @@ flags.DEFINE_integer("warmup", 2, "learner: untimed steps first (compile include
 flags.DEFINE_enum("remat", "full", ["none", "full", "dots", "dots_no_batch"], "rematerialisation policy")
 flags.DEFINE_enum("attention_impl", None, ["xla", "cudnn"], "jax.nn.dot_product_attention implementation")
 flags.DEFINE_integer("logprob_chunk_size", 256, "learner: sequence chunk of the vocabulary log-softmax")
+flags.DEFINE_enum("mu_dtype", "float32", ["float32", "bfloat16"], "learner: dtype of Adam's first moment")
+flags.DEFINE_enum("decode_attention_impl", "xla", ["xla", "pallas"],
+                  "sampler: decode attention over the whole cache (xla) or the filled slots only (pallas)")
+flags.DEFINE_string("profile", None, "write a jax.profiler trace of the last timed learner step and sampler "
+                    "run into this directory (open with TensorBoard / XProf or Perfetto)")
 flags.DEFINE_integer("sampler_batch", 256, "sampler: rows")
 flags.DEFINE_integer("sampler_prompt_len", 256, "sampler: prompt tokens per row")
 flags.DEFINE_integer("new_tokens", 1024, "sampler: generated tokens per row")
@@ -57,6 +64,12 @@ def markdown(results: dict) -> str:
         rows.append(f"| sampler tokens/s | {shape} | {_fmt(r['tokens_per_s'])} | {_fmt(p and p['tokens_per_s'])} | "
                     f"{_fmt(_ratio(r['tokens_per_s'], p and p['tokens_per_s']))} |")
         rows.append(f"| sampler roofline fraction | {shape} | {_fmt(r['roofline_fraction'])} | | |")
+    if "census" in results:
+        r = results["census"]
+        shape = f"{r['batch']}x{r['seq_len']}"
+        rows.append(f"| learner matmul TFLOP traced (remat {r['remat']}) | {shape} | {r['total'] / 1e12:.4g} | | |")
+        rows.append(f"| traced / model FLOPs | {shape} | {_fmt(r['traced_over_model_flops'], '.4g')} | | |")
+        rows.append(f"| matmul FLOPs with a float32 operand | {shape} | {_fmt(r['float32_operand_share'], '.3g')} | | |")
     if "export" in results:
         r = results["export"]
         rows.append(f"| save_hf s/GB | {r['bytes'] / 1e9:.3g} GB | {_fmt(r['s_per_gb'])} | | |")
@@ -69,7 +82,7 @@ def main(argv):
     from rlvr_jax.bench import jax_bench, peer
 
     what = set(FLAGS.what)
-    unknown = what - {"learner", "sampler", "export"}
+    unknown = what - {"learner", "sampler", "export", "census"}
     if unknown:
         raise app.UsageError(f"--what has unknown entries {sorted(unknown)}")
     results = {"python": platform.python_version(), "preset": FLAGS.preset, "argv": sys.argv,
@@ -85,13 +98,19 @@ def main(argv):
     if "learner" in what:
         results["learner"] = jax_bench.bench_learner(
             FLAGS.preset, FLAGS.batch, FLAGS.seq_len, FLAGS.prompt_len, FLAGS.steps, FLAGS.warmup, FLAGS.remat,
-            FLAGS.attention_impl, FLAGS.micro_batch_size, FLAGS.logprob_chunk_size)
+            FLAGS.attention_impl, FLAGS.micro_batch_size, FLAGS.logprob_chunk_size, mu_dtype=FLAGS.mu_dtype,
+            profile_dir=FLAGS.profile)
         print(json.dumps({"learner": results["learner"]}), flush=True)
+    if "census" in what:
+        from rlvr_jax.bench.census import learner_step_census
+        results["census"] = learner_step_census(FLAGS.preset, FLAGS.batch, FLAGS.seq_len, FLAGS.prompt_len,
+                                                FLAGS.remat, FLAGS.logprob_chunk_size)
+        print(json.dumps({"census": results["census"]}), flush=True)
     if "sampler" in what:
         bw = jax_bench.measure_bandwidth() if jax.devices()[0].platform != "cpu" else None
         results["sampler"] = jax_bench.bench_sampler(
             FLAGS.preset, FLAGS.sampler_batch, FLAGS.sampler_prompt_len, FLAGS.new_tokens, FLAGS.sampler_repeats,
-            FLAGS.attention_impl, bw)
+            FLAGS.attention_impl, bw, decode_attention_impl=FLAGS.decode_attention_impl, profile_dir=FLAGS.profile)
         print(json.dumps({"sampler": results["sampler"]}), flush=True)
     if "export" in what:
         results["export"] = jax_bench.bench_export(FLAGS.preset)

@@ -1,6 +1,7 @@
 """rlvr_jax's own learner, sampler and export measured at real shapes with random weights."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -46,9 +47,17 @@ def _model(preset: str, **overrides):
     return Decoder(cfg, rngs=nnx.Rngs(0)), cfg
 
 
+def _trace(profile_dir: str | None, name: str):
+    """``jax.profiler.trace`` into ``profile_dir/name`` (no-op context without a directory)."""
+    if not profile_dir:
+        return contextlib.nullcontext()
+    return jax.profiler.trace(os.path.join(profile_dir, name))
+
+
 def bench_learner(preset: str, batch: int, seq_len: int, prompt_len: int, steps: int, warmup: int,
                   remat: str, attention_impl: str | None, micro_batch_size: int | None,
-                  logprob_chunk_size: int, objective: str = "grpo") -> dict:
+                  logprob_chunk_size: int, objective: str = "grpo", mu_dtype: str = "float32",
+                  profile_dir: str | None = None) -> dict:
     """Median time of one full policy update (forward, backward, clip, AdamW) on ``batch x seq_len`` tokens.
 
     Parameters and optimizer state are float32, compute is bfloat16. Each sequence is a ``prompt_len``
@@ -65,7 +74,7 @@ def bench_learner(preset: str, batch: int, seq_len: int, prompt_len: int, steps:
         raise ValueError(f"seq_len {seq_len} must exceed prompt_len {prompt_len}")
     opts = LearnerOptions(objective=objective, hp=ObjectiveHParams(), micro_batch_size=micro_batch_size or batch,
                           length_bucket=min(prompt_len, resp_len), logprob_chunk_size=logprob_chunk_size,
-                          lr=1e-6, total_updates=steps + warmup)
+                          lr=1e-6, total_updates=steps + warmup, mu_dtype=mu_dtype)
     mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1})
     learner = Learner(model, opts, mesh)
     del model
@@ -83,16 +92,17 @@ def bench_learner(preset: str, batch: int, seq_len: int, prompt_len: int, steps:
         learner.update(mb)
     compile_and_warmup_s = time.perf_counter() - t0
     times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        m = learner.update(mb)  # returns host floats: the step has finished
-        times.append(time.perf_counter() - t0)
+    for i in range(steps):
+        with _trace(profile_dir if i == steps - 1 else None, "learner"):
+            t0 = time.perf_counter()
+            m = learner.update(mb)  # returns host floats: the step has finished
+            times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     tokens = batch * seq_len
     fpt = flops.train_flops_per_token(cfg, seq_len)
     peak = flops.peak_bf16_flops(jax.devices()[0].device_kind)
     out = {"preset": preset, "batch": batch, "seq_len": seq_len, "remat": remat, "attention_impl": attention_impl,
-           "step_time_s": med, "step_times_s": times, "tokens_per_s": tokens / med,
+           "mu_dtype": mu_dtype, "step_time_s": med, "step_times_s": times, "tokens_per_s": tokens / med,
            "flops_per_token": fpt, "achieved_tflops": fpt * tokens / med / 1e12,
            "mfu": (fpt * tokens / med / peak) if peak else None, "peak_memory_bytes": peak_memory_bytes(),
            "compile_and_warmup_s": compile_and_warmup_s, "grad_norm": m["actor/grad_norm"],
@@ -102,7 +112,8 @@ def bench_learner(preset: str, batch: int, seq_len: int, prompt_len: int, steps:
 
 
 def bench_sampler(preset: str, batch: int, prompt_len: int, new_tokens: int, repeats: int,
-                  attention_impl: str | None, bandwidth: float | None) -> dict:
+                  attention_impl: str | None, bandwidth: float | None, decode_attention_impl: str = "xla",
+                  profile_dir: str | None = None) -> dict:
     """Generated tokens/s of the JAX sampler (bf16 weights and cache), and its memory-roofline fraction.
 
     Roofline: decode step t reads every parameter once and the K/V of ``prompt_len + t`` tokens per row, so
@@ -112,7 +123,8 @@ def bench_sampler(preset: str, batch: int, prompt_len: int, new_tokens: int, rep
     from rlvr_jax.rollout import SamplingParams
     from rlvr_jax.rollout.jax_sampler import JaxSampler
 
-    model, cfg = _model(preset, dtype="bfloat16", param_dtype="bfloat16", attention_impl=attention_impl)
+    model, cfg = _model(preset, dtype="bfloat16", param_dtype="bfloat16", attention_impl=attention_impl,
+                        decode_attention_impl=decode_attention_impl)
     sampler = JaxSampler(model, pad_id=0, max_batch_size=batch, batch_buckets=(batch,),
                          max_prompt_len=prompt_len, prompt_buckets=(prompt_len,),
                          max_new_tokens_limit=new_tokens, new_token_buckets=(new_tokens,))
@@ -125,16 +137,17 @@ def bench_sampler(preset: str, batch: int, prompt_len: int, new_tokens: int, rep
     compile_s = time.perf_counter() - t0
     times, generated = [], 0
     for i in range(repeats):
-        t0 = time.perf_counter()
-        res = sampler.generate(prompts, 1, dataclasses.replace(params, seed=i + 1))
-        times.append(time.perf_counter() - t0)
+        with _trace(profile_dir if i == repeats - 1 else None, "sampler"):
+            t0 = time.perf_counter()
+            res = sampler.generate(prompts, 1, dataclasses.replace(params, seed=i + 1))
+            times.append(time.perf_counter() - t0)
         generated = sum(len(c[0].token_ids) for c in res)
     med = statistics.median(times)
     param_bytes = flops.total_params(cfg) * 2
     kv_tok = flops.kv_cache_bytes_per_token(cfg, 2)
     bytes_total = sum(param_bytes + batch * (prompt_len + t) * kv_tok for t in range(new_tokens))
     out = {"preset": preset, "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
-           "time_s": med, "tokens_per_s": generated / med, "compile_and_first_s": compile_s,
+           "decode_attention_impl": decode_attention_impl, "time_s": med, "tokens_per_s": generated / med, "compile_and_first_s": compile_s,
            "decode_bytes": bytes_total, "bandwidth_bytes_per_s": bandwidth,
            "roofline_fraction": (bytes_total / bandwidth / med) if bandwidth else None,
            "compilations": sampler.num_compilations, "peak_memory_bytes": peak_memory_bytes()}

@@ -30,6 +30,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         param_dtype="float32",  # master weights (AdamW states follow)
         remat="none",          # rematerialisation policy passed to ModelConfig.remat
         attention_impl="xla",  # jax.nn.dot_product_attention implementation: xla | cudnn
+        # KV-cache decode attention of the JAX sampler: xla (masks the whole cache) | pallas (GPU: the Pallas
+        # decode kernel reads only the filled slots of a head-major cache; CPU runs it interpreted, slow)
+        decode_attention_impl="xla",
         logprob_chunk_size=1024,  # sequence chunk for the chunked log-softmax (memory knob)
     ))
 
@@ -96,6 +99,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         min_lr_ratio=0.0,
         critic_lr=1e-5,         # PPO value model
         critic_warmup_steps=0,
+        mu_dtype="float32",     # Adam first-moment dtype: float32 | bfloat16 (less memory and traffic)
     ))
 
     c.train = ml_collections.ConfigDict(dict(

@@ -14,6 +14,7 @@ from rlvr_jax.objectives.types import FORMS, KL_ESTIMATORS
 ADV_ESTIMATORS = ("raw", "grpo", "gae")
 ENGINES = ("jax", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
+DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # rlvr_jax.models.config.DECODE_ATTENTION_IMPLS
 SCHEDULES = ("constant", "cosine")
 REWARD_FORMATS = ("pm1", "01")
 
@@ -127,6 +128,10 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
            f"set exactly one of model.hf_path ({m.hf_path!r}) and model.preset ({m.preset!r})")
     _check(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} not in {DTYPES}")
     _check(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} not in {DTYPES}")
+    _check(m.attention_impl in ("xla", "cudnn"), "model.attention_impl",
+           f"{m.attention_impl!r} not in ('xla', 'cudnn')")
+    _check(m.decode_attention_impl in DECODE_ATTENTION_IMPLS, "model.decode_attention_impl",
+           f"{m.decode_attention_impl!r} not in {DECODE_ATTENTION_IMPLS}")
     _check(int(m.logprob_chunk_size) >= 1, "model.logprob_chunk_size", f"must be >= 1, got {m.logprob_chunk_size}")
     _check(bool(m.hf_path) or bool(m.tokenizer_path), "model.tokenizer_path",
            f"model.preset={m.preset!r} has no tokenizer: set model.tokenizer_path to a tokenizer directory")
@@ -172,6 +177,8 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(o.schedule in SCHEDULES, "optim.schedule", f"{o.schedule!r} not in {SCHEDULES}")
     _check(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     _check(o.critic_lr > 0, "optim.critic_lr", f"must be > 0, got {o.critic_lr}")
+    _check(o.mu_dtype in ("float32", "bfloat16"), "optim.mu_dtype",
+           f"{o.mu_dtype!r} not in ('float32', 'bfloat16')")
     # train / batching
     _check(t.total_steps >= 1, "train.total_steps", f"must be >= 1, got {t.total_steps}")
     _check(t.ppo_epochs >= 1, "train.ppo_epochs", f"must be >= 1, got {t.ppo_epochs}")

@@ -22,6 +22,7 @@ SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = (None, "xla", "cudnn")
+DECODE_ATTENTION_IMPLS = ("xla", "pallas")
 DTYPES = ("float32", "bfloat16", "float16")
 
 _ARCHITECTURES = {
@@ -76,6 +77,10 @@ class ModelConfig:
     dtype: str = "float32"
     remat: str = "none"
     attention_impl: str | None = None  # jax.nn.dot_product_attention implementation
+    # KV-cache decode attention: "xla" (dot_product_attention over the whole [B,S,K,D] cache) or "pallas"
+    # (head-major [B,K,S,D] cache, the Pallas GPU decode kernel reads only the filled slots;
+    # rlvr_jax.models.decode_attention).
+    decode_attention_impl: str = "xla"
     bos_token_id: int | None = None
     eos_token_id: tuple[int, ...] | None = None
     pad_token_id: int | None = None
@@ -101,6 +106,9 @@ class ModelConfig:
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"ModelConfig.attention_impl must be one of {ATTENTION_IMPLS}, "
                              f"got {self.attention_impl!r}")
+        if self.decode_attention_impl not in DECODE_ATTENTION_IMPLS:
+            raise ValueError(f"ModelConfig.decode_attention_impl must be one of {DECODE_ATTENTION_IMPLS}, "
+                             f"got {self.decode_attention_impl!r}")
         rs = self.rope_scaling
         if isinstance(rs, Mapping):
             rs = _freeze(rs)

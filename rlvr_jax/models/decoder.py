@@ -2,16 +2,21 @@
 
 Conventions:
 
-* ``attention_mask [B, T]``: 1 = real token, 0 = padding (left padding for prompt batches).
+* ``attention_mask [B, T]``: 1 = real token, 0 = padding (left padding for prompt batches). Without one
+  the sequence is taken as unpadded (or right-padded: trailing pads never influence earlier tokens) and
+  attention is causal-only, with no mask array (the fast cuDNN path; see ``Attention.attend``).
 * Default positions are ``max(cumsum(mask) - 1, 0)``, so a left-padded row gets the same positions
   (and thus the same logits on its real tokens) as the unpadded row.
 * Logits are ``final_norm(h) @ unembed`` in float32, ``unembed = embedding^T`` when tied, else the
   ``lm_head`` kernel ``[H, V]``.
-* KV cache: ``{'k', 'v'}``, each a tuple of ``L`` per-layer arrays ``[B, S, K, D]`` (compute dtype).
+* KV cache: ``{'k', 'v'}``, each a tuple of ``L`` per-layer arrays (compute dtype): ``[B, S, K, D]``
+  with ``decode_attention_impl='xla'`` (the default), head-major ``[B, K, S, D]`` with ``'pallas'``
+  (the layout the Pallas decode kernel of :mod:`rlvr_jax.models.decode_attention` walks without copying).
   Separate per-layer buffers let XLA update each layer's slot in place inside the sampler's decode
   loop (a stacked ``[L, ...]`` array was copied layer by layer on every step). :meth:`Decoder.prefill`
   writes slots ``[0, T)``; :meth:`Decoder.decode_step` writes slot ``cache_index`` and attends to
-  the slots whose ``kv_mask`` is 1 (the caller includes ``cache_index`` itself).
+  the slots whose ``kv_mask`` is 1 (the caller includes ``cache_index`` itself): ``'xla'`` masks the
+  whole cache, ``'pallas'`` reads only the slot range from the first to the last 1 of each row.
 
 Layers are a Python list (not scanned) so that each parameter maps 1:1 onto a Hugging Face tensor.
 """
@@ -23,6 +28,7 @@ from flax import nnx
 
 from ..sharding import with_logical_constraint
 from .config import ModelConfig
+from .decode_attention import kv_range_from_mask
 from .layers import Block, RMSNorm, _normal, causal_padding_mask, dtype_of, rope_cos_sin, rope_inv_freq
 
 _REMAT_POLICIES = {
@@ -79,14 +85,16 @@ class Decoder(nnx.Module):
         return jnp.einsum("...h,hv->...v", h.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
 
     def _prepare(self, input_ids, positions, attention_mask):
+        """Embeddings, RoPE tables and the attention mask (``None`` = causal only, when there is no
+        ``attention_mask``: no ``[B, 1, T, T]`` array, and cuDNN can use its causal kernel)."""
         B, T = input_ids.shape
-        if attention_mask is None:
-            attention_mask = jnp.ones((B, T), jnp.int32)
         if positions is None:
-            positions = default_positions(attention_mask)
+            positions = (jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T)) if attention_mask is None
+                         else default_positions(attention_mask))
         cos, sin = rope_cos_sin(positions, rope_inv_freq(self.config))
         x = with_logical_constraint(self.embed(input_ids), ("batch", "length", "act_embed"))
-        return x, cos, sin, causal_padding_mask(attention_mask)
+        mask = None if attention_mask is None else causal_padding_mask(attention_mask)
+        return x, cos, sin, mask
 
     def _run_layers(self, x, cos, sin, mask, collect: bool):
         hiddens = [x] if collect else None
@@ -116,16 +124,24 @@ class Decoder(nnx.Module):
 
     # ------------------------------------------------------------------------------------------
     def init_cache(self, batch_size: int, max_len: int, dtype=None):
+        """Zeroed per-layer K/V buffers: ``[B, S, K, D]``, or ``[B, K, S, D]`` for the pallas decode path."""
         c = self.config
-        shape = (batch_size, max_len, c.num_kv_heads, c.head_dim)
+        if c.decode_attention_impl == "pallas":
+            shape = (batch_size, c.num_kv_heads, max_len, c.head_dim)
+        else:
+            shape = (batch_size, max_len, c.num_kv_heads, c.head_dim)
         dt = jnp.dtype(dtype) if dtype is not None else dtype_of(c.dtype)
         return {"k": tuple(jnp.zeros(shape, dt) for _ in range(c.num_layers)),
                 "v": tuple(jnp.zeros(shape, dt) for _ in range(c.num_layers))}
 
-    def _run_cached(self, x, cos, sin, mask, cache, index, attend_to_cache):
+    def cache_len(self, cache) -> int:
+        """Number of slots ``S`` of a cache from :meth:`init_cache` (either layout)."""
+        return cache["k"][0].shape[2 if self.config.decode_attention_impl == "pallas" else 1]
+
+    def _run_cached(self, x, cos, sin, mask, cache, index, attend_to_cache, kv_range=None):
         ks, vs = [], []
         for blk, ck, cv in zip(self.layers, cache["k"], cache["v"]):
-            x, ck, cv = blk.cached(x, cos, sin, mask, ck, cv, index, attend_to_cache)
+            x, ck, cv = blk.cached(x, cos, sin, mask, ck, cv, index, attend_to_cache, kv_range)
             ks.append(ck)
             vs.append(cv)
         return self.logits_from_hidden(self.final_norm(x)), {"k": tuple(ks), "v": tuple(vs)}
@@ -135,7 +151,7 @@ class Decoder(nnx.Module):
 
         Returns ``(logits [B, T, V] float32, cache)``; positions come from the mask.
         """
-        T, S = input_ids.shape[1], cache["k"][0].shape[1]
+        T, S = input_ids.shape[1], self.cache_len(cache)
         if T > S:
             raise ValueError(f"prompt length {T} exceeds the cache length {S}")
         x, cos, sin, mask = self._prepare(input_ids, None, attention_mask)
@@ -145,11 +161,18 @@ class Decoder(nnx.Module):
         """One token per row: ``tokens [B]`` at ``positions [B]``, K/V written at slot ``cache_index``.
 
         Attends to the cache slots where ``kv_mask [B, S]`` is 1. Returns ``(logits [B, V], cache)``.
+        With ``decode_attention_impl='pallas'`` the attended slots are ``[first 1, last 1]`` of each row
+        (:func:`~rlvr_jax.models.decode_attention.kv_range_from_mask`), so each row's ones in ``kv_mask``
+        must be contiguous; the JaxSampler layout guarantees it (a left-padded prompt, then the
+        generated slots in order).
         """
         ids = tokens[:, None]
         cos, sin = rope_cos_sin(positions[:, None], rope_inv_freq(self.config))
         x = self.embed(ids)
-        mask = (kv_mask > 0)[:, None, None, :]
+        if self.config.decode_attention_impl == "pallas":
+            mask, kv_range = None, kv_range_from_mask(kv_mask)
+        else:
+            mask, kv_range = (kv_mask > 0)[:, None, None, :], None
         logits, cache = self._run_cached(x, cos, sin, mask, cache, jnp.asarray(cache_index, jnp.int32),
-                                         attend_to_cache=True)
+                                         attend_to_cache=True, kv_range=kv_range)
         return logits[:, 0], cache

@@ -21,6 +21,7 @@ from flax import nnx
 
 from ..sharding import with_logical_constraint
 from .config import ModelConfig
+from .decode_attention import decode_attention
 
 _INIT_STD = 0.02
 
@@ -124,6 +125,7 @@ class Attention(nnx.Module):
         c = config
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
         self.impl = c.attention_impl
+        self.decode_impl = c.decode_attention_impl
         self.dtype = dtype_of(c.dtype)
         h, n, k, d = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
         self.q_proj = Dense(h, n * d, ("embed", "heads"), use_bias=c.attention_bias, config=c, rngs=rngs)
@@ -149,10 +151,15 @@ class Attention(nnx.Module):
         return q, k, v
 
     def attend(self, q, k, v, mask):
-        """``softmax(q k^T / sqrt(D) masked) v`` then the output projection; ``mask`` bool ``[B,1,T,S]``."""
+        """``softmax(q k^T / sqrt(D) masked) v`` then the output projection.
+
+        ``mask`` is bool ``[B,1,T,S]``, or ``None`` for plain causal attention over an unpadded (or
+        right-padded) sequence: then no mask array is built and ``is_causal`` lets cuDNN take its causal
+        flash-attention path, which skips the blocks above the diagonal.
+        """
         B, T = q.shape[:2]
         out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                           implementation=self.impl)
+                                           is_causal=mask is None, implementation=self.impl)
         return self.o_proj(out.reshape(B, T, self.num_heads * self.head_dim))
 
 
@@ -184,21 +191,38 @@ class Block(nnx.Module):
         return with_logical_constraint(y, ("batch", "length", "act_embed"))
 
     def __call__(self, x, cos, sin, mask):
-        """Full-sequence forward; ``mask`` bool ``[B, 1, T, T]``."""
+        """Full-sequence forward; ``mask`` bool ``[B, 1, T, T]``, or ``None`` for causal-only attention."""
         q, k, v = self.attn.qkv(self.input_norm(x), cos, sin)
         return self._finish(x, self.attn.attend(q, k, v, mask))
 
-    def cached(self, x, cos, sin, mask, cache_k, cache_v, index, attend_to_cache: bool):
-        """Forward that also writes this step's K/V into ``cache_k/v [B, S, K, D]`` at slot ``index``.
+    def cached(self, x, cos, sin, mask, cache_k, cache_v, index, attend_to_cache: bool, kv_range=None):
+        """Forward that also writes this step's K/V into the cache at slot ``index``.
 
+        The cache is ``cache_k/v [B, S, K, D]`` (``decode_attention_impl='xla'``) or head-major
+        ``[B, K, S, D]`` (``'pallas'``: the fresh ``[B, T, K, D]`` K/V are transposed once before the write;
+        for a decode step, ``T = 1``, that is a free reshape).
         ``attend_to_cache=False`` (prefill): attends to the fresh K/V with ``mask [B,1,T,T]``.
-        ``attend_to_cache=True`` (decode): attends to the whole updated cache with ``mask [B,1,T,S]``.
+        ``attend_to_cache=True`` (decode): ``'xla'`` attends to the whole updated cache with
+        ``mask [B,1,T,S]``; ``'pallas'`` attends to slots ``[start_b, end_b)`` of ``kv_range = (start, end)``
+        (each ``[B]`` int32) with :func:`rlvr_jax.models.decode_attention.decode_attention`.
         """
         q, k, v = self.attn.qkv(self.input_norm(x), cos, sin)
-        start = (0, index, 0, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
-        if attend_to_cache:
+        head_major = self.attn.decode_impl == "pallas"
+        if head_major:
+            k_new, v_new, start = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), (0, 0, index, 0)
+        else:
+            k_new, v_new, start = k, v, (0, index, 0, 0)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k_new.astype(cache_k.dtype), start)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v_new.astype(cache_v.dtype), start)
+        if attend_to_cache and head_major:
+            if kv_range is None:
+                raise ValueError("decode_attention_impl='pallas' needs kv_range=(start, end) for a decode step")
+            if q.shape[1] != 1:
+                raise ValueError(f"pallas decode attention takes one token per row, got {q.shape[1]}")
+            B = q.shape[0]
+            o = decode_attention(q[:, 0], cache_k, cache_v, *kv_range)
+            out = self.attn.o_proj(o.reshape(B, 1, self.attn.num_heads * self.attn.head_dim))
+        elif attend_to_cache:
             out = self.attn.attend(q, cache_k, cache_v, mask)
         else:
             out = self.attn.attend(q, k, v, mask)

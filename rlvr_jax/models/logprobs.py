@@ -6,30 +6,110 @@ accumulation):
     logp[b, t]    = z[b, t, y[b, t]] - logsumexp_v z[b, t, v]
     entropy[b, t] = logsumexp_v z[b, t, v] - sum_v softmax(z[b, t])_v z[b, t, v]
 
-The sequence axis is processed in chunks of ``chunk_size`` positions by a ``lax.scan`` whose body is
-rematerialised (``jax.checkpoint``), so the forward and the backward pass each hold one chunk's
-``[B, chunk, V]`` logits at a time. Fully differentiable in ``h`` and ``W``.
+Gradients (``p = softmax(z)``, incoming cotangents ``g_lp``, ``g_ent``):
+
+    dlogp/dz    = onehot(y) - p
+    dentropy/dz = -p * (z - E_p[z])
+    dz          = g_lp (onehot(y) - p) - g_ent p (z - E_p[z]);   dh = dz W^T,   dW = sum_chunks h^T dz
+
+The sequence axis is processed in chunks of ``chunk_size`` positions by ``lax.scan``, forward and backward
+(a hand-written VJP), so only one chunk's ``[B, chunk, V]`` logits exist at a time; the backward pass
+recomputes each chunk's logits from the saved per-token ``logsumexp`` and ``E_p[z]``.
+
+Precision. All three matmuls (``h W``, ``dz W^T``, ``h^T dz``) take their operands in ``compute_dtype``
+(default: the hidden states' dtype, e.g. bfloat16) and accumulate in float32; ``dz`` is formed in float32 and
+cast to ``compute_dtype`` just before its matmuls, as mixed-precision training does for every layer.
+``dW`` is accumulated over chunks in float32 and returned in ``W``'s own dtype (float32 master weights keep a
+float32 gradient). Autodiff of the forward would instead have produced float32-cotangent x bfloat16-operand
+matmuls (float32 GEMMs on GPUs) and summed ``dW`` in the dtype ``W`` was cast to.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
 
-def _chunk_stats(h, w, y):
-    z = jnp.einsum("bth,hv->btv", h, w, preferred_element_type=jnp.float32)
+def _logits(h, w):
+    return jnp.einsum("bth,hv->btv", h, w, preferred_element_type=jnp.float32)
+
+
+def _chunk_forward(h, w, y):
+    """``(logp, entropy, lse, E_p[z])`` of one chunk, all ``[B, c]`` float32."""
+    z = _logits(h, w)
     lse = jax.nn.logsumexp(z, axis=-1)
     picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
-    p = jnp.exp(z - lse[..., None])
-    entropy = lse - jnp.sum(p * z, axis=-1)
-    return picked - lse, entropy
+    ez = jnp.sum(jnp.exp(z - lse[..., None]) * z, axis=-1)
+    return picked - lse, lse - ez, lse, ez
 
 
-def token_logprobs(hidden, unembed, targets, chunk_size: int = 128):
+def _chunks(x, n, c):
+    """``[B, n*c, ...] -> [n, B, c, ...]``."""
+    return x.reshape(x.shape[0], n, c, *x.shape[2:]).swapaxes(0, 1)
+
+
+def _unchunk(x):
+    """``[n, B, c, ...] -> [B, n*c, ...]``."""
+    x = x.swapaxes(0, 1)
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _chunked(hidden, unembed, targets, c, compute_dtype):
+    out, _ = _chunked_fwd(hidden, unembed, targets, c, compute_dtype)
+    return out
+
+
+def _chunked_fwd(hidden, unembed, targets, c, compute_dtype):
+    B, T, _ = hidden.shape
+    n = T // c
+    w = unembed.astype(compute_dtype)
+    hs = _chunks(hidden.astype(compute_dtype), n, c)
+
+    def step(_, xs):
+        h, y = xs
+        return None, _chunk_forward(h, w, y)
+
+    _, (lp, ent, lse, ez) = jax.lax.scan(step, None, (hs, _chunks(targets, n, c)))
+    return (_unchunk(lp), _unchunk(ent)), (hidden, unembed, targets, _unchunk(lse), _unchunk(ez))
+
+
+def _chunked_bwd(c, compute_dtype, res, cts):
+    hidden, unembed, targets, lse, ez = res
+    g_lp, g_ent = cts
+    B, T, H = hidden.shape
+    n = T // c
+    w = unembed.astype(compute_dtype)
+    V = w.shape[1]
+
+    def step(dw, xs):
+        h, y, l, e, glp, gent = xs
+        z = _logits(h, w)
+        p = jnp.exp(z - l[..., None])
+        onehot = jax.nn.one_hot(y, V, dtype=jnp.float32)
+        dz = glp[..., None] * (onehot - p) - gent[..., None] * p * (z - e[..., None])
+        dz = dz.astype(compute_dtype)
+        dh = jnp.einsum("btv,hv->bth", dz, w, preferred_element_type=jnp.float32).astype(hidden.dtype)
+        dw = dw + jnp.einsum("bth,btv->hv", h, dz, preferred_element_type=jnp.float32)
+        return dw, dh
+
+    xs = tuple(_chunks(x, n, c) for x in (hidden.astype(compute_dtype), targets, lse, ez,
+                                           g_lp.astype(jnp.float32), g_ent.astype(jnp.float32)))
+    dw, dh = jax.lax.scan(step, jnp.zeros((H, V), jnp.float32), xs)
+    return _unchunk(dh), dw.astype(unembed.dtype), None
+
+
+_chunked.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+def token_logprobs(hidden, unembed, targets, chunk_size: int = 128, compute_dtype=None):
     """Returns ``(logp [B, T], entropy [B, T])`` in float32 (see the module docstring).
 
-    ``hidden [B, T, H]`` and ``unembed [H, V]`` may be bfloat16 (float32 accumulation);
-    ``targets [B, T]`` int. ``chunk_size`` bounds the transient logits to ``B * chunk_size * V``.
+    ``hidden [B, T, H]`` and ``unembed [H, V]`` may have any float dtypes (e.g. bfloat16 activations and a
+    float32 master matrix); the matmuls run in ``compute_dtype`` (default ``hidden.dtype``) with float32
+    accumulation. ``targets [B, T]`` int. ``chunk_size`` bounds the transient logits to ``B * chunk_size * V``.
+    Differentiable in ``hidden`` and ``unembed`` (gradients in their own dtypes).
     """
     if hidden.ndim != 3 or unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
         raise ValueError(f"token_logprobs expects hidden [B,T,H] and unembed [H,V]; got {hidden.shape} "
@@ -38,27 +118,13 @@ def token_logprobs(hidden, unembed, targets, chunk_size: int = 128):
         raise ValueError(f"targets shape {targets.shape} != hidden's [B, T] {hidden.shape[:2]}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    B, T, H = hidden.shape
+    compute_dtype = jnp.dtype(compute_dtype if compute_dtype is not None else hidden.dtype)
+    T = hidden.shape[1]
     targets = targets.astype(jnp.int32)
-    if hidden.dtype != unembed.dtype:
-        dt = jnp.promote_types(hidden.dtype, unembed.dtype)
-        hidden, unembed = hidden.astype(dt), unembed.astype(dt)
     c = min(chunk_size, T)
-    n = -(-T // c)
-    pad = n * c - T
+    pad = -T % c
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    hs = hidden.reshape(B, n, c, H).swapaxes(0, 1)  # [n, B, c, H]
-    ys = targets.reshape(B, n, c).swapaxes(0, 1)
-
-    body = jax.checkpoint(_chunk_stats)
-
-    def step(carry, xs):
-        h, y = xs
-        return carry, body(h, unembed, y)
-
-    _, (lp, ent) = jax.lax.scan(step, None, (hs, ys))
-    lp = lp.swapaxes(0, 1).reshape(B, n * c)[:, :T]
-    ent = ent.swapaxes(0, 1).reshape(B, n * c)[:, :T]
-    return lp, ent
+    lp, ent = _chunked(hidden, unembed, targets, c, compute_dtype)
+    return lp[:, :T], ent[:, :T]

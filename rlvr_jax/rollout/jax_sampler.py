@@ -38,6 +38,12 @@ and samples do not depend on chunking. Log-probs follow the RAW convention of
 
 With a ``mesh``, rows are sharded over the mesh's batch axes (``data`` and ``fsdp`` by default) and the
 cache is constrained to the same batch sharding; the weights keep whatever sharding the model has.
+
+The sampler is layout-agnostic: it finds each cache leaf's batch axis from shapes, so a model with
+``decode_attention_impl='pallas'`` (head-major ``[B, K, S, D]`` cache, decode attention over the filled
+slot range only) works unchanged. That kernel needs every cache length ``P + N`` to be a multiple of 16
+(checked here at construction), and under a mesh it runs in ``shard_map`` over the ``batch`` logical
+axis of :mod:`rlvr_jax.sharding` (``data`` x ``fsdp``, as the default ``batch_axes``).
 """
 from __future__ import annotations
 
@@ -141,6 +147,16 @@ class JaxSampler(RolloutEngine):
         self.new_token_buckets = _check_buckets(
             new_token_buckets if new_token_buckets is not None
             else power_of_two_buckets(min(16, max_new_tokens_limit), max_new_tokens_limit), "new_token_buckets")
+
+        if getattr(getattr(model, "config", None), "decode_attention_impl", None) == "pallas":
+            from rlvr_jax.models.decode_attention import choose_blocks
+            for p in self.prompt_buckets:
+                for n in self.new_token_buckets:
+                    try:
+                        choose_blocks(p + n)
+                    except ValueError as e:
+                        raise ValueError(f"prompt bucket {p} + new-token bucket {n}: {e} (prompt_buckets "
+                                         f"{self.prompt_buckets}, new_token_buckets {self.new_token_buckets})") from e
 
         self._graphdef, self._state = nnx.split(model)
         self._version = 0
