@@ -175,26 +175,6 @@ def test_right_aligned_causal_layout_equals_padding_mask_layout_values_and_gradi
     assert worst < 1e-4, worst
 
 
-def _dot_dtypes(closed_jaxpr):
-    """(lhs dtype, rhs dtype, output shape) of every dot_general in a jaxpr, sub-jaxprs included."""
-    from jax.extend import core as jcore
-    out = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                a, b = (v.aval for v in eqn.invars)
-                out.append((str(a.dtype), str(b.dtype), tuple(eqn.outvars[0].aval.shape)))
-            for p in eqn.params.values():
-                for sub in (p if isinstance(p, (tuple, list)) else [p]):
-                    if isinstance(sub, jcore.ClosedJaxpr):
-                        walk(sub.jaxpr)
-                    elif isinstance(sub, jcore.Jaxpr):
-                        walk(sub)
-    walk(closed_jaxpr.jaxpr)
-    return out
-
-
 def test_bf16_compute_runs_every_learner_matmul_in_bf16():
     """With float32 master weights and bf16 compute, no matmul of the log-prob pass or its gradient (LM
     head included) has a float32 operand: the unembedding is cast to the compute dtype, and accumulation
@@ -204,7 +184,8 @@ def test_bf16_compute_runs_every_learner_matmul_in_bf16():
     g, s = nnx.split(model)
     b = {k: jnp.asarray(v) for k, v in _batch(np.random.default_rng(0), n=4).items()}
     fn = jax.grad(lambda s: jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=8)[0]))
-    dots = _dot_dtypes(jax.make_jaxpr(fn)(s))
+    from rlvr_jax.bench.census import dot_products
+    dots = [d[:3] for d in dot_products(jax.make_jaxpr(fn)(s))]
     assert len(dots) >= 7 * cfg.num_layers, f"found only {len(dots)} dots"
     # jax.nn.dot_product_attention's XLA implementation keeps float32 scores/probabilities (its own
     # business, and replaced by one fused kernel with attention_impl='cudnn'); every projection and the

@@ -25,10 +25,9 @@ def _subjaxprs(params):
                 yield sub
 
 
-def matmul_census(closed_jaxpr) -> dict:
-    """``{"by_dtype": {"bfloat16 x bfloat16": flops, ...}, "total": flops, "in_while": flops, "count": n}``."""
-    by_dtype: dict[str, float] = collections.defaultdict(float)
-    totals = {"total": 0.0, "in_while": 0.0, "count": 0}
+def dot_products(closed_jaxpr):
+    """Yields ``(lhs_dtype, rhs_dtype, out_shape, flops, in_while)`` for every ``dot_general`` of a jaxpr,
+    sub-jaxprs included; ``flops`` already multiplied by the trip counts of enclosing ``scan`` loops."""
 
     def walk(jaxpr, mult: float, in_while: bool):
         for eqn in jaxpr.eqns:
@@ -36,18 +35,27 @@ def matmul_census(closed_jaxpr) -> dict:
             if name == "dot_general":
                 a, b = (v.aval for v in eqn.invars)
                 (ca, _), _ = eqn.params["dimension_numbers"]
-                flops = 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(a.shape[d] for d in ca) * mult
-                by_dtype[f"{a.dtype} x {b.dtype}"] += flops
-                totals["total"] += flops
-                totals["count"] += 1
-                if in_while:
-                    totals["in_while"] += flops
+                out_shape = tuple(eqn.outvars[0].aval.shape)
+                flops = 2.0 * math.prod(out_shape) * math.prod(a.shape[d] for d in ca) * mult
+                yield str(a.dtype), str(b.dtype), out_shape, flops, in_while
                 continue
             sub_mult = mult * eqn.params["length"] if name == "scan" else mult
             for sub in _subjaxprs(eqn.params):
-                walk(sub, sub_mult, in_while or name == "while")
+                yield from walk(sub, sub_mult, in_while or name == "while")
 
-    walk(closed_jaxpr.jaxpr, 1.0, False)
+    yield from walk(closed_jaxpr.jaxpr, 1.0, False)
+
+
+def matmul_census(closed_jaxpr) -> dict:
+    """``{"by_dtype": {"bfloat16 x bfloat16": flops, ...}, "total": flops, "in_while": flops, "count": n}``."""
+    by_dtype: dict[str, float] = collections.defaultdict(float)
+    totals = {"total": 0.0, "in_while": 0.0, "count": 0}
+    for lhs, rhs, _, flops, in_while in dot_products(closed_jaxpr):
+        by_dtype[f"{lhs} x {rhs}"] += flops
+        totals["total"] += flops
+        totals["count"] += 1
+        if in_while:
+            totals["in_while"] += flops
     return {"by_dtype": dict(by_dtype), **totals}
 
 
