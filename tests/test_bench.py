@@ -31,7 +31,8 @@ def test_bench_cli_tiny_preset(tmp_path):
            "--what", "learner,sampler,export,census",
            "--batch", "8", "--seq_len", "48", "--prompt_len", "16", "--steps", "2", "--warmup", "1",
            "--sampler_batch", "4", "--sampler_prompt_len", "16", "--new_tokens", "16", "--sampler_repeats", "1",
-           "--mu_dtype", "bfloat16", "--decode_attention_impl", "pallas", "--profile", str(tmp_path / "prof"), "--out", str(out)]
+           "--mu_dtype", "bfloat16", "--decode_attention_impl", "pallas", "--profile", str(tmp_path / "prof"),
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())

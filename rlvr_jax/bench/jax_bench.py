@@ -147,7 +147,8 @@ def bench_sampler(preset: str, batch: int, prompt_len: int, new_tokens: int, rep
     kv_tok = flops.kv_cache_bytes_per_token(cfg, 2)
     bytes_total = sum(param_bytes + batch * (prompt_len + t) * kv_tok for t in range(new_tokens))
     out = {"preset": preset, "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
-           "decode_attention_impl": decode_attention_impl, "time_s": med, "tokens_per_s": generated / med, "compile_and_first_s": compile_s,
+           "decode_attention_impl": decode_attention_impl, "time_s": med, "tokens_per_s": generated / med,
+           "compile_and_first_s": compile_s,
            "decode_bytes": bytes_total, "bandwidth_bytes_per_s": bandwidth,
            "roofline_fraction": (bytes_total / bandwidth / med) if bandwidth else None,
            "compilations": sampler.num_compilations, "peak_memory_bytes": peak_memory_bytes()}
