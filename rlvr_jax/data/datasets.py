@@ -17,7 +17,8 @@ Data-quality rules (applied by every loader, so nothing downstream has to care):
 Names: ``math_train``, ``math_test``, ``math500``, ``aime2024``, ``aime2025``, ``amc23`` resolve to
 ``<data_dir>/<name>.jsonl`` (or ``.parquet``); any path to a ``.jsonl``/``.parquet`` file also works;
 ``rg:<task>`` builds a procedurally generated Reasoning Gym dataset (no download; graded by the task's own
-scorer, see :mod:`rlvr_jax.rewards.reasoning_gym`).
+scorer, see :mod:`rlvr_jax.rewards.reasoning_gym`); ``lcb``, ``lcb:START:END`` and ``humaneval`` are the code
+problems of :mod:`rlvr_jax.data.code`.
 """
 from __future__ import annotations
 
@@ -214,6 +215,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, dedupe
         from rlvr_jax.rewards.reasoning_gym import load_reasoning_gym
 
         return load_reasoning_gym(name[len(RG_PREFIX):], size=rg_size, seed=rg_seed, **(rg_kwargs or {}))
+    from rlvr_jax.data.code import is_code_dataset, load_code_dataset
+
+    if is_code_dataset(name):  # lcb, lcb:START:END, humaneval (see code.py)
+        return load_code_dataset(name, data_dir if data_dir is not None else default_data_dir())
     p = pathlib.Path(name)
     if p.suffix.lower() in (".jsonl", ".json", ".parquet"):
         if not p.exists():

@@ -15,6 +15,11 @@ The NSR paper's two templates (Appendix D.2, after Zeng et al. 2025), written wi
 generation prompt (e.g. Llama-3 Instruct). ``plain``: ``{problem}\n{instruction}\n`` with no special tokens
 (base models without a chat format).
 
+Code templates (the code track, :mod:`rlvr_jax.data.code`): ``qwen_code`` and ``qwen3_nothink_code`` are the
+same ChatML turns with :data:`CODE_SYSTEM_PROMPT` and the problem text as the whole user message (the code
+loaders build it with :func:`code_user_message`: the statement, the starter code when there is one, and the
+request for one fenced python block); no ``\boxed{}`` instruction.
+
 The assistant turn is left open in all of them; generation stops at ``<|im_end|>`` / ``<|endoftext|>`` /
 the tokenizer's EOS (:func:`stop_token_ids`).
 """
@@ -25,7 +30,28 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
-TEMPLATES = ("qwen_boxed", "qwen3_nothink", "chat", "plain")
+TEMPLATES = ("qwen_boxed", "qwen3_nothink", "chat", "plain", "qwen_code", "qwen3_nothink_code")
+
+CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. You write correct, efficient Python 3 programs that "
+                      "pass every test of the task.")
+CODE_INSTRUCTIONS = {
+    "stdin": ("Write a complete Python 3 program: read the input from standard input and print the answer to "
+              "standard output. Do not hard-code the sample tests."),
+    "functional": "Complete the starter code below; your code is called on the tests.",
+    "script": "Write the complete function, with any imports it needs.",
+}
+CODE_ANSWER_FORMAT = "Give your final solution as a single fenced Python code block: ```python ... ```."
+
+
+def code_user_message(statement: str, starter_code: str = "", mode: str = "stdin") -> str:
+    """The user message of a code problem: statement, what to write, starter code (if any), answer format."""
+    if mode not in CODE_INSTRUCTIONS:
+        raise ValueError(f"unknown code problem mode {mode!r}; expected one of {tuple(CODE_INSTRUCTIONS)}")
+    parts = [statement.strip(), CODE_INSTRUCTIONS[mode]]
+    if starter_code and starter_code.strip():
+        parts.append(f"```python\n{starter_code.rstrip()}\n```")
+    parts.append(CODE_ANSWER_FORMAT)
+    return "\n\n".join(parts)
 
 
 def user_message(problem: str) -> str:
@@ -38,8 +64,18 @@ def _chatml(problem: str) -> str:
             f"{IM_START}assistant\n")
 
 
+def _chatml_code(problem: str) -> str:
+    return (f"{IM_START}system\n{CODE_SYSTEM_PROMPT}{IM_END}\n"
+            f"{IM_START}user\n{problem}{IM_END}\n"
+            f"{IM_START}assistant\n")
+
+
 def format_prompt(problem: str, template: str, tokenizer=None) -> str:
     """The prompt text for ``problem`` under ``template`` (see the module docstring)."""
+    if template == "qwen_code":
+        return _chatml_code(problem)
+    if template == "qwen3_nothink_code":
+        return _chatml_code(problem) + EMPTY_THINK
     if template == "qwen_boxed":
         return _chatml(problem)
     if template == "qwen3_nothink":

@@ -287,9 +287,14 @@ class GraderPool:
     def grade_problems(self, problems: Sequence, responses: Sequence[str], *, fallbacks: bool = True,
                        timeout_s: float | None = None) -> list[GradeResult]:
         """Grades responses to :class:`rlvr_jax.data.Problem` s: math problems by equivalence with ``answer``,
-        ``rg:<task>`` problems by the Reasoning Gym task's own scorer."""
+        ``rg:<task>`` problems by the Reasoning Gym task's own scorer, ``code:<name>`` problems by running the
+        extracted program on their tests in a sandbox."""
         if len(problems) != len(responses):
             raise ValueError(f"grade_problems: {len(problems)} problems but {len(responses)} responses")
+        if any(p.task.startswith("code:") for p in problems):  # sandboxed execution, see code_grader.py
+            from rlvr_jax.rewards.code_grader import grade_code_problems
+
+            return grade_code_problems(self, problems, responses, fallbacks=fallbacks, timeout_s=timeout_s)
         tasks = []
         for p, r in zip(problems, responses):
             if p.task == "math":

@@ -1,6 +1,7 @@
 """What runs inside a grading worker process: one grading task in, one raw outcome out.
 
-A task is a tuple: ``("math", response, gold, fallbacks)`` or ``("rg", response, task_name, entry)``.
+A task is a tuple: ``("math", response, gold, fallbacks)``, ``("rg", response, task_name, entry)`` or
+``("code", response, spec)`` (see code_grader.py).
 The outcome is ``(status, extracted, score, error)``.
 
 Importing this module imports math_verify/sympy, so forkserver workers that preload it start warm.
@@ -37,7 +38,11 @@ def run_task(task: tuple) -> tuple[str, str | None, float, str | None]:
         _, response, task_name, entry = task
         status, extracted, score = grade_rg_response(response, task_name, entry)
         return status, extracted, score, None
-    raise ValueError(f"unknown grading task kind {kind!r}; expected 'math' or 'rg'")
+    if kind == "code":
+        from rlvr_jax.rewards.code_grader import run_code_task
+
+        return run_code_task(task[1], task[2])
+    raise ValueError(f"unknown grading task kind {kind!r}; expected 'math', 'rg' or 'code'")
 
 
 def _on_alarm(signum, frame):
@@ -85,6 +90,8 @@ def warm(kind: str) -> None:
         run_task(("math", "\\boxed{\\frac{1}{2}}", "0.5", True))  # also fills the parser caches
     elif kind == "rg":
         import reasoning_gym  # noqa: F401  (several seconds on first import)
+    elif kind == "code":
+        import rlvr_jax.rewards.code_grader  # noqa: F401
     else:
         raise ValueError(f"unknown grading task kind {kind!r}")
 

