@@ -98,6 +98,9 @@ def _dataset_file_missing(data_dir: str, name: str) -> str | None:
     from rlvr_jax.data import REGISTRY
     if name.startswith("rg:"):  # Reasoning Gym: generated procedurally, no file
         return None
+    from rlvr_jax.data.code import code_dataset_missing, is_code_dataset
+    if is_code_dataset(name):  # lcb, lcb:START:END, humaneval
+        return code_dataset_missing(data_dir, name)
     if name.endswith((".jsonl", ".json", ".parquet")):
         return None if os.path.exists(name) else f"data file {name!r} does not exist"
     if name not in REGISTRY:
@@ -170,6 +173,9 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     # data
     _check(d.max_prompt_len >= 1, "data.max_prompt_len", f"must be >= 1, got {d.max_prompt_len}")
     _check(d.reward_format in REWARD_FORMATS, "data.reward_format", f"{d.reward_format!r} not in {REWARD_FORMATS}")
+    from rlvr_jax.data.code import CODE_TEMPLATES, is_code_dataset
+    _check(not is_code_dataset(d.train) or d.template in CODE_TEMPLATES, "data.template",
+           f"{d.template!r} asks for a boxed answer; code dataset {d.train!r} needs one of {CODE_TEMPLATES}")
     # optimizer
     _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")

@@ -37,8 +37,7 @@ import pickle
 import zlib
 
 from rlvr_jax.data.datasets import Dataset, Problem, read_jsonl
-from rlvr_jax.data.templates import code_user_message
-
+from rlvr_jax.data.templates import CODE_TEMPLATES, code_user_message  # noqa: F401  (re-exported)
 logger = logging.getLogger(__name__)
 
 CODE_DATASETS = ("lcb", "humaneval")
@@ -182,6 +181,24 @@ def load_humaneval() -> Dataset:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return Dataset(name="humaneval", problems=[humaneval_problem(r) for r in rows], path=str(path))
+
+
+def code_dataset_missing(data_dir: str | os.PathLike, name: str) -> str | None:
+    """What is missing to load code dataset ``name`` (for config validation), or None."""
+    if name == "humaneval":
+        try:
+            humaneval_file()
+        except ImportError as e:
+            return str(e)
+        return None
+    try:
+        parse_lcb_name(name)
+    except ValueError as e:
+        return str(e)
+    folder = pathlib.Path(data_dir) / LCB_DIR
+    if not any(folder.glob("*.jsonl")):
+        return f"dataset {name!r}: no LiveCodeBench release files (*.jsonl) in {folder}"
+    return None
 
 
 def load_code_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:

@@ -30,7 +30,8 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
-TEMPLATES = ("qwen_boxed", "qwen3_nothink", "chat", "plain", "qwen_code", "qwen3_nothink_code")
+CODE_TEMPLATES = ("qwen_code", "qwen3_nothink_code")
+TEMPLATES = ("qwen_boxed", "qwen3_nothink", "chat", "plain") + CODE_TEMPLATES
 
 CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. You write correct, efficient Python 3 programs that "
                       "pass every test of the task.")

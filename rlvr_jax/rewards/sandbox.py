@@ -39,6 +39,13 @@ from typing import Sequence
 
 logger = logging.getLogger(__name__)
 
+try:
+    import ctypes
+
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except (ImportError, OSError):  # pragma: no cover - not Linux/glibc
+    _LIBC = None
+
 RUN_STATUSES = ("ok", "assertion", "timeout", "memory", "output_limit", "runtime_error", "syntax_error",
                 "sandbox_error")
 ISOLATIONS = ("bwrap", "none")
@@ -220,13 +227,18 @@ def run_program(program: str, mode: str, inputs: Sequence[str], cfg: SandboxConf
         return _supervise(argv, run_dir, cfg, len(inputs), on_result)
 
 
-def _set_parent_death_signal():
-    try:
-        import ctypes
+def _set_parent_death_signal():  # runs in the forked child before exec: no imports, no locks
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the grading worker
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
-        pass
+
+def _preexec():
+    """Only grading workers (multiprocessing children, single-threaded) get the parent-death signal: a Python
+    ``preexec_fn`` forks without exec, which is unsafe in a multithreaded (JAX) main process, where bwrap's
+    own ``--die-with-parent`` and the whole-run deadline still apply."""
+    import multiprocessing
+
+    return _set_parent_death_signal if multiprocessing.parent_process() is not None else None
 
 
 def _supervise(argv, run_dir, cfg, num_tests, on_result) -> list[TestRun]:
@@ -235,7 +247,7 @@ def _supervise(argv, run_dir, cfg, num_tests, on_result) -> list[TestRun]:
     with open(os.path.join(run_dir, "stderr"), "w+b") as err:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env={},
-                                    cwd=run_dir, start_new_session=True, preexec_fn=_set_parent_death_signal)
+                                    cwd=run_dir, start_new_session=True, preexec_fn=_preexec())
         except OSError as e:
             return [TestRun("sandbox_error", detail=f"cannot start the sandbox: {e}")]
         runs: list[TestRun] = []
