@@ -7,7 +7,7 @@ import pathlib
 import pickle
 import zlib
 
-from rlvr_jax.data import Problem
+from rlvr_jax.rewards.code_bench import stdin_problem  # noqa: F401  (re-exported for the tests)
 
 
 def encode_private(cases) -> str:
@@ -85,11 +85,6 @@ def _bad_rows(marker) -> list[dict]:
 
 
 BAD_IDS = ("bad_pickle", "bad_list_pickle", "bad_base64", "bad_empty", "bad_no_func", "bad_mixed", "bad_no_tests")
-
-
-def stdin_problem(pid, tests, task="code:lcb") -> Problem:
-    return Problem(id=pid, problem="p", answer="", task=task,
-                   metadata={"mode": "stdin", "tests": [{"input": i, "output": o} for i, o in tests]})
 
 
 def fenced(code: str, lead: str = "Here is my solution.\n") -> str:
