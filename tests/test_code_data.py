@@ -117,3 +117,26 @@ def test_code_templates(tmp_path):
 ])
 def test_extract_last_fenced_block(response, code):
     assert extract_code(response) == code
+
+
+def test_config_validation_of_code_datasets(data_dir, tmp_path):
+    from rlvr_jax.config.presets import experiment
+    from rlvr_jax.config.validate import ConfigError, validate_config
+
+    c = experiment("grpo", "tiny")
+    c.model.tokenizer_path = str(tmp_path)
+    c.data.data_dir = str(data_dir)
+    c.data.train = "lcb:2024-01-01:"
+    c.logging.eval_every = 0
+    with pytest.raises(ConfigError, match="data.template.*needs one of"):
+        validate_config(c)
+    c.data.template = "qwen_code"
+    validate_config(c)
+    c.data.train = "lcb:2024-99-01:"
+    with pytest.raises(ConfigError, match="data.train.*bad date"):
+        validate_config(c)
+    c.data.train, c.data.data_dir = "lcb", str(tmp_path)
+    with pytest.raises(ConfigError, match="data.train.*no LiveCodeBench release files"):
+        validate_config(c)
+    c.data.train = "humaneval"
+    validate_config(c)

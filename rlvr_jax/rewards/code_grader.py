@@ -86,7 +86,8 @@ def run_code_task(response: str, spec: dict) -> tuple[str, str | None, float, st
             continue
         status = "failed" if i in mismatch else _FROM_RUN_STATUS.get(run.status, run.status)
         where = "" if status in ("syntax_error", "sandbox_error") else f"test {first + i}: "
-        return grade_status(status), code, 0.0, (where + (mismatch.get(i) or run.detail))[:1000]
+        detail = mismatch.get(i) or run.detail
+        return grade_status(status), code, 0.0, where + (detail if len(detail) <= 1000 else "..." + detail[-1000:])
     if len(runs) < len(tests):
         return "sandbox_error", code, 0.0, f"only {len(runs)} of {len(tests)} tests reported"
     return "correct", code, 1.0, None
