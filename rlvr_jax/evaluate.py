@@ -29,7 +29,7 @@ flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory (conf
                     "training run's orbax checkpoint directory (<out_dir> or <out_dir>/checkpoints).")
 flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: --checkpoint).")
 flags.DEFINE_list("datasets", ["math500"], "Dataset names (math500, math_test, aime2024, aime2025, amc23, "
-                  "math_train, rg:<task>) or .jsonl/.parquet paths.")
+                  "math_train, rg:<task>, humaneval, lcb, lcb:START:END) or .jsonl/.parquet paths.")
 flags.DEFINE_string("data_dir", None, "Folder with the benchmark files (default: $RLVR_DATA_DIR or ./data).")
 flags.DEFINE_integer("n", 16, "Samples per problem.")
 flags.DEFINE_list("ks", [], "k values for pass@k (default 1,2,4,...,n).")
@@ -45,7 +45,8 @@ flags.DEFINE_enum("engine", "jax", ["jax", "vllm"], "Rollout engine.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_list("compare", [], "Earlier output directories to overlay (tables + PNG) into --out.")
 flags.DEFINE_integer("max_problems", 0, "Evaluate only the first N problems of each dataset (0 = all).")
-flags.DEFINE_string("template", "qwen_boxed", "Prompt template: qwen_boxed | qwen3_nothink | chat | plain.")
+flags.DEFINE_string("template", "qwen_boxed", "Prompt template: qwen_boxed | qwen3_nothink | chat | plain; for "
+                    "code datasets qwen_code | qwen3_nothink_code.")
 flags.DEFINE_bool("greedy", True, "Also decode greedily once per problem (greedy accuracy).")
 flags.DEFINE_integer("prompt_batch_size", 8, "Problems per generate call.")
 flags.DEFINE_integer("grade_workers", None, "Grader processes (default min(4, cpus)).")
