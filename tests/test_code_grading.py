@@ -77,6 +77,8 @@ def test_hand_written_solutions_through_the_pool(pool):
         (stdin_problem("sum", SUM_TESTS), fenced("def f(:\n"), "syntax_error", "SyntaxError"),
         (stdin_problem("sum", SUM_TESTS), SUM_OK, "no_answer", None),  # not in a fenced block
         (stdin_problem("sum", SUM_TESTS), fenced("import sys\nsys.exit(0)\n"), "incorrect", "test 0"),
+        (stdin_problem("sum", SUM_TESTS), fenced(SUM_OK + "exit()\nprint('after exit')\n"), "correct", None),
+        (stdin_problem("sum", SUM_TESTS), fenced(SUM_OK + "quit(3)\n"), "runtime_error", "SystemExit(3)"),
     ]
     graded = _grade(pool, [c[0] for c in cases], [c[1] for c in cases])
     for (problem, response, status, fragment), g in zip(cases, graded):
