@@ -79,7 +79,8 @@ def run_code_task(response: str, spec: dict) -> tuple[str, str | None, float, st
 
     cfg = SandboxConfig(**spec["sandbox"])
     runs = run_program(assemble_program(code, spec), mode, [t["input"] for t in tests], cfg,
-                       func_name=spec.get("func_name"), header=spec.get("header"), on_result=check)
+                       func_name=spec.get("func_name"), header=spec.get("header"), on_result=check,
+                       _checked=True)  # grade_code_problems checked the isolation in the parent
     first = int(spec.get("first_test", 0))
     for i, run in enumerate(runs):
         if run.status == "ok" and i not in mismatch:
