@@ -99,3 +99,22 @@ def test_config_validation():
         SandboxConfig(wall_s=0)
     with pytest.raises(ValueError, match="isolation"):
         SandboxConfig(isolation="docker")
+
+
+def test_a_killed_worker_takes_its_sandbox_down():
+    import time
+
+    from rlvr_jax.rewards.code_bench import fenced, stdin_problem
+    from rlvr_jax.rewards.code_grader import code_spec
+
+    spec = code_spec(stdin_problem("sleeper", [("", "")]), SandboxConfig(cpu_s=60, wall_s=60))
+    with GraderPool(num_workers=1, timeout_s=10.0, soft_fraction=0.0) as p:  # no soft timer: the hard kill
+        out = p.grade_tasks([("code", fenced("import time\nprint('started', flush=True)\ntime.sleep(60)\n"),
+                              spec)], timeout_s=2.0)
+        assert out[0][0] == "timeout" and p.stats.hard_kills == 1
+        deadline = time.monotonic() + 10
+        while _sandbox_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sandbox_processes() == []
+        assert p.grade_tasks([("code", fenced("print(1)\n"), dict(spec, tests=[{"input": "", "output": "1"}]))]
+                             )[0][0] == "correct"  # the replacement worker grades

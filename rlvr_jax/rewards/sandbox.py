@@ -233,9 +233,10 @@ def _set_parent_death_signal():  # runs in the forked child before exec: no impo
 
 
 def _preexec():
-    """Only grading workers (multiprocessing children, single-threaded) get the parent-death signal: a Python
-    ``preexec_fn`` forks without exec, which is unsafe in a multithreaded (JAX) main process, where bwrap's
-    own ``--die-with-parent`` and the whole-run deadline still apply."""
+    """The parent-death signal for the sandbox's first process, in grading workers only (multiprocessing
+    children, single-threaded): a Python ``preexec_fn`` runs between fork and exec, which is unsafe in a
+    multithreaded (JAX) main process. With bwrap, ``--die-with-parent`` already does this (a killed worker
+    takes its sandbox down: tests/test_code_sandbox.py); the signal matters for ``isolation="none"``."""
     import multiprocessing
 
     return _set_parent_death_signal if multiprocessing.parent_process() is not None else None
