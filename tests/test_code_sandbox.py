@@ -118,3 +118,9 @@ def test_a_killed_worker_takes_its_sandbox_down():
         assert _sandbox_processes() == []
         assert p.grade_tasks([("code", fenced("print(1)\n"), dict(spec, tests=[{"input": "", "output": "1"}]))]
                              )[0][0] == "correct"  # the replacement worker grades
+
+
+def test_a_missing_bwrap_never_falls_back_to_running_unconfined(monkeypatch):
+    monkeypatch.setattr(sb, "find_bwrap", lambda: None)
+    runs = run_program("print(1)\n", "stdin", [""], SandboxConfig(), _checked=True)
+    assert [r.status for r in runs] == ["sandbox_error"] and "no bwrap" in runs[0].detail

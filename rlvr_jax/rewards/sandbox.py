@@ -198,6 +198,8 @@ def run_program(program: str, mode: str, inputs: Sequence[str], cfg: SandboxConf
     if not _checked:
         check_isolation(cfg)
     bwrap = find_bwrap() if cfg.isolation == "bwrap" else None
+    if cfg.isolation == "bwrap" and not bwrap:  # never fall back to running unconfined
+        return [TestRun("sandbox_error", detail=f"no bwrap binary found; {INSTALL_HINT}")]
     with tempfile.TemporaryDirectory(prefix="rlvr-code-") as run_dir:
         os.chmod(run_dir, 0o755)
         work = os.path.join(run_dir, "work")
