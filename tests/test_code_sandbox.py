@@ -124,3 +124,13 @@ def test_a_missing_bwrap_never_falls_back_to_running_unconfined(monkeypatch):
     monkeypatch.setattr(sb, "find_bwrap", lambda: None)
     runs = run_program("print(1)\n", "stdin", [""], SandboxConfig(), _checked=True)
     assert [r.status for r in runs] == ["sandbox_error"] and "no bwrap" in runs[0].detail
+
+
+def test_limits_from_the_environment(monkeypatch):
+    monkeypatch.setenv(sb.LIMITS_ENV, "cpu_s=2.5, wall_s=3,memory_mb=2048")
+    cfg = SandboxConfig.from_env(nproc=8)
+    assert (cfg.cpu_s, cfg.wall_s, cfg.memory_mb, cfg.nproc, cfg.output_mb) == (2.5, 3.0, 2048, 8, 8.0)
+    assert isinstance(cfg.memory_mb, int)
+    monkeypatch.setenv(sb.LIMITS_ENV, "cpu=2")
+    with pytest.raises(ValueError, match="RLVR_CODE_LIMITS: bad item 'cpu=2'"):
+        SandboxConfig.from_env()

