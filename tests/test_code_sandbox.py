@@ -22,10 +22,12 @@ def pool():
         yield p
 
 
-def _sandbox_processes() -> list[str]:
-    """Processes left running under the sandbox uids (there should be none)."""
+def _sandbox_processes(worker_pids) -> list[str]:
+    """Processes left running under the sandbox uids of these grading workers (there should be none; other
+    test processes may be grading code at the same time under their own uids)."""
+    uids = {sb._UID_BASE + pid for pid in worker_pids}
     out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.split() and int(line.split()[0]) >= sb._UID_BASE]
+    return [line for line in out.splitlines() if line.split() and int(line.split()[0]) in uids]
 
 
 def test_hostile_programs_are_contained_and_the_pool_keeps_grading(pool):
@@ -44,7 +46,7 @@ def test_hostile_programs_are_contained_and_the_pool_keeps_grading(pool):
     assert "bytes" in errors["100 MB of stdout"]
     assert not rows[0]["host_connection"] and not rows[0]["outside_file_created"]
     assert pool.worker_pids == workers and pool.stats.worker_deaths == 0 and pool.stats.hard_kills == 0
-    assert _sandbox_processes() == []
+    assert _sandbox_processes(workers) == []
 
 
 def test_limits_are_reported_per_status():
@@ -109,13 +111,14 @@ def test_a_killed_worker_takes_its_sandbox_down():
 
     spec = code_spec(stdin_problem("sleeper", [("", "")]), SandboxConfig(cpu_s=60, wall_s=60))
     with GraderPool(num_workers=1, timeout_s=10.0, soft_fraction=0.0) as p:  # no soft timer: the hard kill
+        killed = p.worker_pids
         out = p.grade_tasks([("code", fenced("import time\nprint('started', flush=True)\ntime.sleep(60)\n"),
                               spec)], timeout_s=2.0)
         assert out[0][0] == "timeout" and p.stats.hard_kills == 1
         deadline = time.monotonic() + 10
-        while _sandbox_processes() and time.monotonic() < deadline:
+        while _sandbox_processes(killed) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _sandbox_processes() == []
+        assert _sandbox_processes(killed) == []
         assert p.grade_tasks([("code", fenced("print(1)\n"), dict(spec, tests=[{"input": "", "output": "1"}]))]
                              )[0][0] == "correct"  # the replacement worker grades
 
