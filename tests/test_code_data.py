@@ -93,7 +93,8 @@ def test_code_templates(tmp_path):
     from helpers_tokenizer import make_test_tokenizer
 
     text = code_user_message("Add.", "def f():\n    ", "functional")
-    assert text == "Add.\n\n" + CODE_INSTRUCTIONS["functional"] + "\n\n```python\ndef f():\n```\n\n" + CODE_ANSWER_FORMAT
+    assert text == ("Add.\n\n" + CODE_INSTRUCTIONS["functional"] + "\n\n```python\ndef f():\n```\n\n"
+                    + CODE_ANSWER_FORMAT)
     expected = (f"<|im_start|>system\n{CODE_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n"
                 "<|im_start|>assistant\n")
     assert format_prompt(text, "qwen_code") == expected

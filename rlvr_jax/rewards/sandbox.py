@@ -149,8 +149,8 @@ def _bwrap_argv(bwrap: str, cfg: SandboxConfig, run_dir: str) -> list[str]:
         argv += ["--ro-bind", prefix, prefix]
     if not exe.startswith(prefix + os.sep) and not exe.startswith("/usr/"):
         argv += ["--ro-bind", exe, exe]
-    argv += ["--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(HARNESS), "/sandbox/harness.py", "--ro-bind", run_dir, "/sandbox/in",
-             "--proc", "/proc", "--dev", "/dev",
+    argv += ["--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(HARNESS), "/sandbox/harness.py",
+             "--ro-bind", run_dir, "/sandbox/in", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(cfg.tmpfs_mb) << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
              "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
