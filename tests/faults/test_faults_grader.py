@@ -105,6 +105,7 @@ def test_a_batch_of_adversarial_and_normal_items_keeps_every_status():
         assert p.stats.recycles >= len(responses) // 5 - 2  # retired by item count (a kill also resets one)
         assert p.stats.max_worker_rss_mb > 0
         _check_normal(p)
+        print(f"\n{len(responses)} items: {p.stats}")
 
 
 def test_workers_are_recycled_by_item_count_and_by_memory():
