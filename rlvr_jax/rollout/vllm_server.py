@@ -55,6 +55,8 @@ from typing import Mapping
 
 import requests
 
+from rlvr_jax.rollout.parent_death import wrap_die_with_parent
+
 _LOG_TAIL_CHARS = 4000
 # Adds the ``rlvr_reload_weights`` worker method used by the filesystem weight sync.
 WORKER_EXTENSION = "rlvr_jax.rollout.vllm_worker_ext.WeightSyncExtension"
@@ -143,26 +145,6 @@ def _model_max_len(model_dir: str) -> int | None:
         return None
     value = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
     return int(value) if value else None
-
-
-# Runs before vLLM: asks the kernel to SIGTERM this process when its parent dies, checks the parent has not
-# already died (then the new parent is not the launcher), and execs the server command in place.
-_PDEATHSIG_SHIM = (
-    "import ctypes, os, signal, sys\n"
-    "libc = ctypes.CDLL(None, use_errno=True)\n"
-    "if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:\n"  # 1 = PR_SET_PDEATHSIG
-    "    sys.exit('prctl(PR_SET_PDEATHSIG) failed: errno %d' % ctypes.get_errno())\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit('the launching process died before the vLLM server started')\n"
-    "os.execvp(sys.argv[2], sys.argv[2:])\n")
-
-
-def wrap_die_with_parent(cmd: list[str], python: str, parent_pid: int | None = None) -> list[str]:
-    """``cmd`` behind the PR_SET_PDEATHSIG shim (the server gets SIGTERM when ``parent_pid`` dies)."""
-    if not sys.platform.startswith("linux"):
-        return list(cmd)
-    parent = os.getpid() if parent_pid is None else int(parent_pid)
-    return [python, "-c", _PDEATHSIG_SHIM, str(parent), *cmd]
 
 
 def build_command(config: VLLMServerConfig, port: int) -> list[str]:

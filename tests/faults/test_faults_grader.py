@@ -92,6 +92,8 @@ def test_calling_process_fallback_extraction_is_fast(pool):
     elapsed = time.monotonic() - t0
     assert res.status == "timeout" and res.extracted == "9^{9^{9^{9}}}", res
     assert elapsed - res.seconds < 1.0, (elapsed, res.seconds)  # what the parent spent outside the worker
+    print(f"\n{len(response)}-char response: {res.seconds:.3f} s in the worker, {elapsed - res.seconds:.3f} s "
+          f"in the calling process")
 
 
 def test_a_batch_of_adversarial_and_normal_items_keeps_every_status():

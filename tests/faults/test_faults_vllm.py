@@ -231,6 +231,7 @@ class _Faults:
 
 
 @server
+@pytest.mark.slow
 @pytest.mark.xdist_group("vllm")
 def test_server_killed_during_generation_and_sync_loses_no_step(env, uninterrupted, tmp_path, monkeypatch,
                                                                 capfd):
@@ -240,8 +241,9 @@ def test_server_killed_during_generation_and_sync_loses_no_step(env, uninterrupt
     out = tmp_path / "faulted"
     t0 = time.perf_counter()
     res = run(config(env, out), tokenizer=env["tok"])
-    print(f"\nfaulted {STEPS}-step vLLM run: {time.perf_counter() - t0:.1f} s; restarts "
-          f"{[(r.during, round(r.seconds, 1)) for r in faults.engine.restart_log]}")
+    with capfd.disabled():
+        print(f"\nfaulted {STEPS}-step vLLM run: {time.perf_counter() - t0:.1f} s; restarts "
+              f"{[(r.during, round(r.seconds, 1)) for r in faults.engine.restart_log]}")
     assert faults.killed == ["generate", "sync"]
     rows, ref = read_metrics(out), read_metrics(uninterrupted[1])
     assert res.steps_done == STEPS and [r["step"] for r in rows] == list(range(1, STEPS + 1))
