@@ -300,9 +300,9 @@ class VLLMEngine(RolloutEngine):
                                server_error=server_error, exit_code=exit_code,
                                seconds=time.perf_counter() - t0)
         self.restart_log.append(record)
-        print(f"[vllm] server restart {self.restarts} during {during} ({record.seconds:.1f} s): "
-              f"cause {record.cause!r}; server exit code {exit_code}; last server error "
-              f"{server_error!r}; log {self.server.log_path}", file=sys.stderr, flush=True)
+        print(f"[vllm] server restart {self.restarts} during {during} ({record.seconds:.1f} s): server error "
+              f"{server_error!r}, exit code {exit_code}; client error {record.cause[:200]!r}; "
+              f"log {self.server.log_path}", file=sys.stderr, flush=True)
 
     # ---- RolloutEngine ------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], n: int,
