@@ -288,10 +288,8 @@ def live_group_members(pgid: int) -> list[int]:
 def test_sigkilled_trainer_leaves_no_server(env, tmp_path):
     import requests
 
-    from rlvr_jax.models import load_hf, save_hf
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from helpers_models import make_tiny_hf_model
+    from rlvr_jax.models import load_hf, save_hf
 
     model, _ = load_hf(make_tiny_hf_model(tmp_path, family="qwen3", seed=0), dtype="float32")
     save_hf(model, tmp_path / "policy")
