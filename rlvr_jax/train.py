@@ -375,6 +375,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
                 "response_length/clip_ratio": float(np.mean([c.finish_reason == "length" for c in comps])),
                 "prompt_length/mean": float(np.mean([len(p) for p in prompts])),
                 "train/epoch": sampler.epoch, "train/nonfinite_in_a_row": nonfinite_run,
+                "rollout/engine_restarts": int(getattr(engine, "restarts", 0)),  # cumulative, vLLM only
             })
             timing["step"] = time.perf_counter() - t_step
             metrics.update({f"timing_s/{k}": v for k, v in timing.items()})

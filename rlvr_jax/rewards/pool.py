@@ -8,7 +8,14 @@ each idle worker and keeps a deadline per item:
   ``timeout`` while the worker survives (this catches sympy's pure-Python loops, e.g. ``9^{9^{9^{9}}}``);
 * at ``timeout_s`` after dispatch the parent **kills** the worker (SIGKILL), records ``timeout`` and starts a
   replacement, so no item can take longer than ``timeout_s`` however it hangs;
-* a worker that dies (segfault, out of memory under ``memory_limit_mb``) yields ``error`` and is replaced.
+* a worker that dies (segfault, out of memory under ``memory_limit_mb``) yields ``error`` and is replaced;
+* memory stays bounded: each worker runs under an address-space limit (``memory_limit_mb``, RLIMIT_AS) and is
+  retired and replaced between items once it has graded ``max_items_per_worker`` items or its resident memory
+  exceeds ``max_rss_mb`` (sympy and math_verify caches grow on adversarial input).
+
+Everything the parent does per item outside a worker (the fallback extraction for items that timed out or
+failed, see ``_finish``) is linear in the response length (rlvr_jax/rewards/extract.py), so no item costs the
+calling process more than a few milliseconds per 100 KB of response.
 
 So every item gets exactly one status: correct, incorrect, no_answer, timeout or error. The pool is meant to
 live for a whole run (the trainer grades every step): create it once, call :meth:`GraderPool.grade_math` /
@@ -16,7 +23,9 @@ live for a whole run (the trainer grades every step): create it once, call :meth
 ``num_workers=0`` grades in the calling process (soft timeout only, main thread only): for debugging.
 
 Scripts that create a pool must guard their entry point with ``if __name__ == "__main__":`` (spawn and
-forkserver re-import the main module).
+forkserver re-import the main module). A script read from stdin (``python -``) or an interactive session has
+no main file to re-import: multiprocessing would look for a file named ``<stdin>`` and every worker would die
+at start-up, so the pool starts its workers without the main module in that case (``worker_handle.no_main_file``).
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ from typing import Sequence
 
 from rlvr_jax.rewards.extract import extract_answer
 from rlvr_jax.rewards.result import GradeResult, reward_value
+from rlvr_jax.rewards.worker_handle import WorkerHandle as _Worker
 
 _WORKER_MODULE = "rlvr_jax.rewards.worker"
 
@@ -53,39 +63,8 @@ class PoolStats:
     hard_kills: int = 0
     worker_deaths: int = 0
     workers_started: int = 0
-
-
-class _Worker:
-    def __init__(self, ctx, soft_timeout_s, memory_limit_mb, warm_kinds):
-        from rlvr_jax.rewards import worker as worker_mod
-
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        self.conn = parent_conn
-        self.warm_kinds = set(warm_kinds)
-        self.process = ctx.Process(target=worker_mod.worker_main,
-                                   args=(child_conn, soft_timeout_s, memory_limit_mb, tuple(sorted(warm_kinds))),
-                                   daemon=True, name="rlvr-grader")
-        self.process.start()
-        child_conn.close()
-        self.ready = False
-        self.item: int | None = None  # index of the item being graded
-        self.deadline = 0.0
-        self.started = time.monotonic()
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            if self.ready and self.item is None:
-                self.conn.send(None)
-        except (OSError, BrokenPipeError):
-            pass
-        self.process.join(timeout=1)
-        self.kill()
+    recycles: int = 0  # workers retired for their item count or memory (not deaths)
+    max_worker_rss_mb: float = 0.0  # largest resident memory a worker reported after an item
 
 
 class GraderPool:
@@ -93,13 +72,20 @@ class GraderPool:
 
     def __init__(self, num_workers: int | None = None, timeout_s: float = 10.0, *, reward_format: str = "pm1",
                  start_method: str | None = None, memory_limit_mb: int | None = 4096, soft_fraction: float = 0.8,
-                 startup_timeout_s: float = 120.0):
+                 startup_timeout_s: float = 120.0, max_items_per_worker: int | None = 2000,
+                 max_rss_mb: float | None = 1024.0):
         if timeout_s <= 0:
             raise ValueError(f"GraderPool: timeout_s must be > 0, got {timeout_s}")
         if not 0.0 <= soft_fraction <= 1.0:
             raise ValueError(f"GraderPool: soft_fraction must be in [0, 1] (0 disables the soft timer), "
                              f"got {soft_fraction}")
         reward_value(True, reward_format)  # validates the name
+        if max_items_per_worker is not None and int(max_items_per_worker) < 1:
+            raise ValueError(f"GraderPool: max_items_per_worker must be >= 1 or None, got {max_items_per_worker}")
+        if max_rss_mb is not None and float(max_rss_mb) <= 0:
+            raise ValueError(f"GraderPool: max_rss_mb must be > 0 or None, got {max_rss_mb}")
+        self.max_items_per_worker = None if max_items_per_worker is None else int(max_items_per_worker)
+        self.max_rss_mb = None if max_rss_mb is None else float(max_rss_mb)
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
         if self.num_workers < 0:
             raise ValueError(f"GraderPool: num_workers must be >= 0, got {num_workers}")
@@ -135,6 +121,16 @@ class GraderPool:
         w.kill()
         self._workers.remove(w)
         self._spawn()
+
+    def _retire_if_worn(self, w: _Worker) -> None:
+        """Replaces an idle worker that reached ``max_items_per_worker`` items or ``max_rss_mb``."""
+        worn = ((self.max_items_per_worker is not None and w.items_done >= self.max_items_per_worker)
+                or (self.max_rss_mb is not None and w.rss_mb > self.max_rss_mb))
+        if worn:
+            w.stop()
+            self._workers.remove(w)
+            self.stats.recycles += 1
+            self._spawn()
 
     @property
     def worker_pids(self) -> list[int]:
@@ -242,11 +238,15 @@ class GraderPool:
                     if msg[0] == "ready":
                         w.ready = True
                     continue
-                idx, outcome = msg
+                idx, outcome, rss_mb = msg
                 if idx == w.item:
                     results[idx] = (*outcome, time.monotonic() - dispatched_at[idx])
                     remaining -= 1
                     w.item = None
+                    w.items_done += 1
+                    w.rss_mb = float(rss_mb)
+                    self.stats.max_worker_rss_mb = max(self.stats.max_worker_rss_mb, w.rss_mb)
+                    self._retire_if_worn(w)
             # Enforce the hard deadlines.
             now = time.monotonic()
             for w in list(self._workers):

@@ -13,11 +13,23 @@ binary reward; the raw score is kept in ``GradeResult.score``).
 from __future__ import annotations
 
 import functools
-import re
 
 from rlvr_jax.rewards.extract import extract_answer, last_boxed
 
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+def _answer_tags(response: str) -> list[str]:
+    """Contents of the ``<answer>..</answer>`` pairs, left to right, non-overlapping (as the non-greedy regex
+    ``<answer>(.*?)</answer>`` finds them) in linear time: that regex took 5.5 s on 10,000 unclosed tags."""
+    tags, pos = [], 0
+    while True:
+        start = response.find("<answer>", pos)
+        if start < 0:
+            return tags
+        end = response.find("</answer>", start + 8)
+        if end < 0:
+            return tags  # no closing tag after this opening one, so none after any later one either
+        tags.append(response[start + 8:end])
+        pos = end + 9
 
 
 def load_reasoning_gym(task: str, size: int = 1000, seed: int = 0, **kwargs):
@@ -55,7 +67,7 @@ def extract_rg_answer(response: str) -> str | None:
     boxed = last_boxed(response)
     if boxed is not None:
         return boxed
-    tags = [t.strip() for t in _ANSWER_TAG_RE.findall(response) if t.strip()]
+    tags = [t.strip() for t in _answer_tags(response) if t.strip()]
     if tags:
         return tags[-1]
     return extract_answer(response, fallbacks=True)

