@@ -184,8 +184,9 @@ def _replicated_model(mesh):
 
 def test_learner_drop_update_equals_reference_update(micro=2, ndev=2):
     """PSR, 5 of 8 rows correct: the trainer's drop mini-batch through Learner.update (padded with zero-weight rows
-    to micro-batches of 2 over a 2-device mesh: 5 rows -> 6) gives the parameters of a hand-written reference: rows removed by
-    hand, plain token-mean loss with the entropy bonus on kept tokens, jax.grad, the same clip + AdamW."""
+    to micro-batches of 2 over a 2-device mesh: 5 rows -> 6) gives the parameters of a hand-written reference:
+    rows removed by hand, plain token-mean loss with the entropy bonus on kept tokens, jax.grad, the same
+    clip + AdamW."""
     rng = np.random.default_rng(0)
     prompts = [list(rng.integers(3, 500, size=rng.integers(2, 7))) for _ in range(8)]
     responses = [list(rng.integers(3, 500, size=rng.integers(1, 10))) for _ in range(8)]

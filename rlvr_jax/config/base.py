@@ -9,7 +9,8 @@ Batch-size conventions (verl's):
   * ``train.mini_batch_size`` is counted in *prompts*; one optimizer update per mini-batch, so an RL step
     makes ``ppo_epochs * prompt_batch_size / mini_batch_size`` updates (the paper: 1024 / 256 = 4, the later
     ones off-policy). With ``algo.sample_selection="drop"`` a mini-batch holds ``mini_batch_size * n`` kept
-    rows and a step makes ``ppo_epochs * ceil(kept rows / (mini_batch_size * n))`` updates. ``train.num_mini_batches > 0`` overrides the mini-batch size
+    rows and a step makes ``ppo_epochs * ceil(kept rows / (mini_batch_size * n))`` updates.
+    ``train.num_mini_batches > 0`` overrides the mini-batch size
     (``mini_batch_size = prompt_batch_size / num_mini_batches``): ``num_mini_batches=1`` makes every update
     on-policy, which is the one-flag ablation of "does NSR need clipping + off-policy mini-batches".
   * ``train.micro_batch_size`` is counted in *sequences* (global, across the mesh); gradients of micro-batches
@@ -115,7 +116,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         seed=0,
-        total_steps=200,          # RL steps
+        total_steps=140,          # RL steps (the NSR paper's scripts: 20 epochs x floor(7,500 / 1,024) = 7 steps)
         prompt_batch_size=1024,
         mini_batch_size=256,      # prompts per optimizer update
         num_mini_batches=0,       # > 0 overrides mini_batch_size (see module docstring)

@@ -86,13 +86,14 @@ _ALGO = {
     # whitened over the batch (verl's compute_gae_advantage_return).
     "ppo": dict(adv_estimator="gae", kl_coef=1e-3, kl_in_reward=True, use_reference=True, kl_estimator="k1",
                 whiten_advantages=True),
-    # NSR paper D.1: KL 1e-3 in the loss (k3 = verl's low_var_kl), token-mean (the released code's masked_mean).
-    "grpo": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True),
+    # NSR paper D.1: KL 1e-3 in the loss (k3 = verl's low_var_kl, whose value the released code clamps to
+    # [-10, 10]), token-mean (the released code's masked_mean).
+    "grpo": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0),
     # Two-stage paper C.2: GRPO's settings with clip 0.2 for GSPO and the -N variants (GSPO's own paper clips
     # the sequence ratio at 3e-4 / 4e-4), entropy bonus 1e-4 as its text says.
-    "gspo": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, entropy_coef=1e-4),
-    "grpo_n": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, entropy_coef=1e-4),
-    "gspo_n": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, entropy_coef=1e-4),
+    "gspo": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0, entropy_coef=1e-4),
+    "grpo_n": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0, entropy_coef=1e-4),
+    "gspo_n": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0, entropy_coef=1e-4),
     # DAPO baseline: no KL, no reference, clip-higher 0.2 / 0.28, token-mean, no entropy bonus.
     "dapo": dict(adv_estimator="grpo", clip_eps_high=0.28, entropy_coef=0.0),
     # NSR paper: advantages from correctness, no normalisation (it would zero the signal, D.3), no KL. PSR and

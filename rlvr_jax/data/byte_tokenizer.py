@@ -25,7 +25,8 @@ CHATML_TEMPLATE = (
 
 def _byte_symbols() -> dict[int, str]:
     """byte value -> its printable symbol (GPT-2's byte-to-unicode map)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):
