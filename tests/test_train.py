@@ -78,7 +78,7 @@ def test_train_end_to_end_writes_metrics_and_export(env, tmp_path, algo):
     n = 2 * 4
     correct = round(r["train/correct_ratio"] * n)
     assert r["train/kept_samples"] == (n - correct if algo == "nsr" else n)
-    assert r["train/kept_token_frac"] == (1.0 if algo == "grpo" else r["train/kept_token_frac"])
+    assert (r["train/kept_token_frac"] == 1.0) == (r["train/kept_samples"] == n)  # f = 1 iff every row is kept
     assert os.path.isfile(out / "final_hf" / "config.json")
     assert Checkpointer(str(out / "checkpoints")).latest_step() == 2
 
