@@ -36,10 +36,11 @@ from flax import nnx
 
 from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
 from rlvr_jax.config import as_plain, resolve_mesh_shape, validate_config
-from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences, take_rows
+from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences
 from rlvr_jax.logging_utils import MetricsWriter, Progress, format_metric_line
 from rlvr_jax.objectives import kept_rows
-from rlvr_jax.update_plan import actor_minibatches, compute_advantages, minibatch_rows, selection_metrics  # noqa: F401
+from rlvr_jax.update_plan import (actor_minibatches, compute_advantages, minibatch_batch,  # noqa: F401
+                                  minibatch_rows, selection_metrics)
 from rlvr_jax.rollout import SamplingParams
 
 STEP_SEED_STRIDE = 1_000_003
@@ -289,7 +290,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             crit: list[dict] = []
             for epoch in range(batching.ppo_epochs):
                 for rows in actor_minibatches(cfg, batching, kept, step, epoch):
-                    mb = take_rows(batch, rows)
+                    mb = minibatch_batch(cfg, batching, batch, rows)
                     if learner.critic is not None:
                         crit.append(learner.update_critic(mb))
                     m = learner.update(mb)

@@ -17,6 +17,9 @@ Order, as the NSR paper's released trainer (a verl fork) does it:
      learner with all-zero rows (mask 0: zero weight), never by dropping data.
    With ``train.shuffle_minibatches`` the prompts are permuted (seeded by step and epoch) first; the papers'
    code does not shuffle.
+4. the rows of a mini-batch (``minibatch_batch``); a "drop" mini-batch is padded with all-zero rows (mask 0:
+   no loss, no gradient, no denominator) to a power-of-two number of micro-batches, so the varying row counts
+   compile at most log2(micro-batches per full mini-batch) + 1 update shapes, not one per count.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from rlvr_jax.learner import pad_rows, take_rows
 from rlvr_jax.objectives import advantages as adv_lib
 
 
@@ -112,3 +116,20 @@ def selection_metrics(kept: np.ndarray, mask: np.ndarray, num_updates: int) -> d
     return {"train/kept_samples": int(kept.sum()), "train/kept_ratio": float(kept.mean()),
             "train/kept_token_frac": float(valid[kept].sum() / max(valid.sum(), 1)),
             "actor/num_updates": int(num_updates), "actor/no_update": int(num_updates == 0)}
+
+
+def bucket_rows(n_rows: int, micro_batch_size: int, full_rows: int) -> int:
+    """Rows a "drop" mini-batch of ``n_rows`` is padded to: ``micro * 2^ceil(log2(ceil(n_rows / micro)))``,
+    at most the full mini-batch's ``full_rows`` rounded up to a whole number of micro-batches."""
+    micro = int(micro_batch_size)
+    m = max(1, math.ceil(n_rows / micro))
+    cap = max(1, math.ceil(full_rows / micro))
+    return micro * min(1 << (m - 1).bit_length(), cap)
+
+
+def minibatch_batch(cfg, batching, batch: dict, rows) -> dict:
+    """The host batch of one mini-batch: ``rows`` of ``batch``, zero-padded to its shape bucket for "drop"."""
+    mb = take_rows(batch, rows)
+    if cfg.algo.sample_selection == "drop":
+        mb = pad_rows(mb, bucket_rows(len(rows), batching.micro_batch_size, batching.mini_batch_prompts * batching.n))
+    return mb

@@ -11,13 +11,14 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.config.presets import experiment, preset_hparams
-from rlvr_jax.learner import Learner, LearnerOptions, make_optimizer, make_schedule, pack_sequences, \
-    sequence_logprobs, take_rows
+from rlvr_jax.learner import (Learner, LearnerOptions, make_optimizer, make_schedule, pack_sequences, pad_rows,
+                              sequence_logprobs, take_rows)
 from rlvr_jax.models import Decoder, get_preset
 from rlvr_jax.objectives import get_objective, kept_rows, loss_denominator
 from rlvr_jax.objectives.advantages import correctness_advantages
 from rlvr_jax.sharding import make_mesh
-from rlvr_jax.update_plan import compute_advantages, drop_minibatch_rows, minibatch_rows, num_updates_per_epoch
+from rlvr_jax.update_plan import (bucket_rows, compute_advantages, drop_minibatch_rows, minibatch_rows,
+                                  num_updates_per_epoch)
 
 EPS, ENT = 0.2, 1e-3
 
@@ -167,6 +168,9 @@ def test_updates_per_step_follow_the_kept_rows():
         if mbs:
             assert [len(m) for m in mbs] == [8] * (k // 8) + ([k % 8] if k % 8 else [])
             np.testing.assert_array_equal(np.concatenate(mbs), np.flatnonzero(kept))
+    # shape buckets of a drop mini-batch (micro-batches of 2, full mini-batch 16 rows = 8 micro-batches)
+    assert [bucket_rows(k, 2, 16) for k in (1, 2, 3, 5, 8, 9, 16)] == [2, 2, 4, 8, 8, 16, 16]
+    assert bucket_rows(7, 4, 10) == 8 and bucket_rows(9, 4, 10) == 12  # capped at the full mini-batch
     shuffled = drop_minibatch_rows(np.ones(16, bool), 4, 8, np.random.default_rng(0))
     assert sorted(np.concatenate(shuffled).tolist()) == list(range(16))
     assert all(len(set(m // 4)) == 2 for m in shuffled)  # whole prompts stay together
@@ -184,7 +188,7 @@ def _replicated_model(mesh):
 
 def test_learner_drop_update_equals_reference_update(micro=2, ndev=2):
     """PSR, 5 of 8 rows correct: the trainer's drop mini-batch through Learner.update (padded with zero-weight rows
-    to micro-batches of 2 over a 2-device mesh: 5 rows -> 6) gives the parameters of a hand-written reference:
+    to the trainer's shape bucket, 4 micro-batches of 2 over a 2-device mesh: 5 rows -> 8) gives the parameters of a hand-written reference:
     rows removed by hand, plain token-mean loss with the entropy bonus on kept tokens, jax.grad, the same
     clip + AdamW."""
     rng = np.random.default_rng(0)
@@ -203,7 +207,8 @@ def test_learner_drop_update_equals_reference_update(micro=2, ndev=2):
     batch["advantages"] = np.asarray(correctness_advantages(correct, batch["response_mask"]), np.float32)
     kept = kept_rows("psr", batch["advantages"], batch["response_mask"])
     (rows,) = drop_minibatch_rows(kept, 4, 8, None)
-    m = learner.update(take_rows(batch, rows))
+    assert len(rows) == 5 and bucket_rows(5, micro, 8) == 8  # the trainer's shape bucket: 3 zero-weight rows
+    m = learner.update(pad_rows(take_rows(batch, rows), bucket_rows(5, micro, 8)))
     assert m["actor/kept_token_frac"] == 1.0 and m["actor/skipped"] == 0
 
     keep = np.flatnonzero(correct)  # by hand

@@ -93,7 +93,7 @@ def algorithm_names_in_readme_and_configs() -> set[str]:
     from rlvr_jax.config.presets import MODELS
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    names = set(re.findall(r"tiny_cpu\.py:(\w+)", readme))
+    names = set(re.findall(r"tiny_cpu\.py:([a-z_]+)", readme))  # (`tiny_cpu.py:NAME` is the placeholder)
     for group in re.findall(r"\{([a-z_,]+)\}_\{", readme):  # `{ppo,grpo,...}_{qwen25math,qwen3}`
         names |= set(group.split(","))
     for path in glob.glob(os.path.join(ROOT, "configs", "*_*.py")):
