@@ -76,10 +76,11 @@ SCHEDULERS = ("static", "continuous")
 
 
 def make_sampler(model, scheduler, batch_buckets, **kw):
-    """The continuous sampler gets a quarter of the slots (at least 2), refilled 2 rows at a time, 3 steps per
-    call, so the tests exercise refills, early exits and slot reuse."""
+    """The continuous sampler gets a quarter of the slots (at least 2), refilled 2 rows at a time, queues of one
+    slot count per call and at most 3 steps per call, so the tests exercise refills, queue hand-overs, resumed
+    calls and slot reuse."""
     if scheduler == "continuous":
-        kw = dict(kw, decode_steps=3, refill_rows=kw.pop("refill_rows", 2))
+        kw = dict(kw, decode_steps=3, queue_slots=1, refill_rows=kw.pop("refill_rows", 2))
         batch_buckets = [max(2, b // 4) for b in batch_buckets]
     return JaxSampler(model, pad_id=0, batch_buckets=batch_buckets, scheduler=scheduler, **kw)
 
@@ -259,8 +260,8 @@ def test_toy_first_token_distribution_chi_square(scheduler):
         if not np.allclose(ref, special.softmax(logits), atol=1e-3):  # the check has power
             assert stats.chisquare(counts, num * special.softmax(logits)).pvalue < 1e-6
         np.testing.assert_allclose([c.logprobs[0] for c in out[0]], special.log_softmax(logits)[first], atol=1e-5)
-    # 4 settings x 4096 rows: one compile (static: 4 chunks of 1024 rows; continuous: init, refill, decode)
-    assert sampler.num_compilations == (1 if scheduler == "static" else 3)
+    # 4 settings x 4096 rows: one compile (static: 4 chunks of 1024 rows; continuous: init and run)
+    assert sampler.num_compilations == (1 if scheduler == "static" else 2)
 
 
 def test_toy_sharded_over_mesh_matches_unsharded(toy, toy_sampler):
@@ -362,7 +363,7 @@ def test_real_determinism_seeds_and_no_recompilation(real):
     assert all(x != y for x, y in zip(a, d))
     # A second batch with other prompts/lengths/sizes in the same buckets reuses the compiled program.
     sampler.generate([[1, 2, 3], [4] * 16, [7, 8]], 1, SamplingParams(temperature=0.3, top_k=5, max_new_tokens=9))
-    assert sampler.num_compilations == (1 if sampler.scheduler == "static" else 3)  # continuous: init/refill/decode
+    assert sampler.num_compilations == (1 if sampler.scheduler == "static" else 2)  # continuous: init and run
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -384,7 +385,7 @@ def test_toy_continuous_equals_static_per_request_with_budgets(toy, params):
     assert max(caps) / np.mean(caps) >= 4
     static = JaxSampler(toy, pad_id=0, batch_buckets=[8], max_prompt_len=16, max_new_tokens_limit=16)
     cont = JaxSampler(toy, pad_id=0, batch_buckets=[8], max_prompt_len=16, max_new_tokens_limit=16,
-                      scheduler="continuous", decode_steps=4, refill_rows=2)
+                      scheduler="continuous", refill_rows=2)
     a = static.generate(prompts, 2, params, max_new_tokens_per_prompt=caps)
     b = cont.generate(prompts, 2, params, max_new_tokens_per_prompt=caps)
     reasons = []
@@ -404,7 +405,8 @@ def test_toy_continuous_equals_static_per_request_with_budgets(toy, params):
     lengths = [len(c.token_ids) for row in a for c in row]
     assert sa["slot_steps"] == sum(8 * max(lengths[i:i + 8]) for i in range(0, len(lengths), 8))
     assert sb["slot_steps"] >= useful and sb["utilisation"] > sa["utilisation"]
-    assert sb["slots"] == 8 and sb["refill_rows"] == 2
+    assert sb["slots"] == 8 and sb["refill_rows"] == 2 and sb["queue_rows"] == 16
+    assert sb["compiled_calls"] == 3  # 48 requests in queues of 16: the host round trips
 
 
 def test_continuous_options_and_budget_errors(toy):
@@ -414,6 +416,8 @@ def test_continuous_options_and_budget_errors(toy):
         JaxSampler(toy, scheduler="continuous", decode_steps=0)
     with pytest.raises(ValueError, match="refill_rows must be >= 1"):
         JaxSampler(toy, scheduler="continuous", refill_rows=0)
+    with pytest.raises(ValueError, match="queue_slots must be >= 1"):
+        JaxSampler(toy, scheduler="continuous", queue_slots=0)
     sampler = JaxSampler(toy, pad_id=0, batch_buckets=[4], max_prompt_len=16, max_new_tokens_limit=16,
                          scheduler="continuous")
     with pytest.raises(ValueError, match=r"max_new_tokens_per_prompt needs one value in \[1, 8\] per prompt"):

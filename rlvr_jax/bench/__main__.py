@@ -36,7 +36,7 @@ flags.DEFINE_integer("sampler_repeats", 2, "sampler: timed runs (median reported
 flags.DEFINE_list("sampler_workloads", [], "sampler: also compare the static and continuous schedulers on these "
                   "request workloads (long_tail, uniform), --sampler_batch slots, --sampler_requests requests")
 flags.DEFINE_integer("sampler_requests", None, "sampler workloads: requests (default 4 x --sampler_batch)")
-flags.DEFINE_integer("decode_steps", 64, "sampler workloads: continuous decode steps per compiled call")
+flags.DEFINE_integer("decode_steps", 4096, "sampler workloads: continuous: most decode steps per compiled call")
 flags.DEFINE_integer("refill_rows", None, "sampler workloads: continuous refill rows (default slots / 8)")
 flags.DEFINE_boolean("sampler_fixed", True, "sampler: run the fixed-shape (every row --new_tokens) measurement")
 flags.DEFINE_boolean("vllm", False, "sampler workloads: also serve the same model and requests with vLLM")

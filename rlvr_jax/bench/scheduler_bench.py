@@ -53,7 +53,7 @@ def _time_generate(sampler, prompts, params, caps):
 
 
 def bench_schedulers(preset: str, slots: int, prompt_len: int, new_tokens: int, requests: int,
-                     workloads=WORKLOADS, repeats: int = 1, decode_steps: int = 64, refill_rows: int | None = None,
+                     workloads=WORKLOADS, repeats: int = 1, decode_steps: int = 4096, refill_rows: int | None = None,
                      dtype: str | None = None, vllm: bool = False) -> dict:
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.rollout import SamplingParams

@@ -112,8 +112,9 @@ class JaxSampler(RolloutEngine):
       scheduler: ``'static'`` (each chunk of rows decodes until its longest row is done) or ``'continuous'``
         (a finished row's slot is refilled with the next pending request; :mod:`rlvr_jax.rollout.continuous`).
         Both give the same tokens and log-probs for the same seed.
-      decode_steps: continuous only: the most decode steps per compiled call between host refills.
-      refill_rows: continuous only: requests prefilled per refill call (default: an eighth of the slots).
+      decode_steps: continuous only: the most decode steps per compiled call (the host then resumes it).
+      refill_rows: continuous only: requests prefilled per refill (default: an eighth of the slots).
+      queue_slots: continuous only: requests handed to one compiled call, in multiples of the slot count.
     """
 
     def __init__(self, model: nnx.Module, *, pad_id: int = 0, eos_token_ids: Sequence[int] = (),
@@ -121,7 +122,8 @@ class JaxSampler(RolloutEngine):
                  max_prompt_len: int = 4096, prompt_buckets: Optional[Sequence[int]] = None,
                  max_new_tokens_limit: int = 4096, new_token_buckets: Optional[Sequence[int]] = None,
                  mesh: Optional[jax.sharding.Mesh] = None, batch_axes: Optional[Sequence[str]] = None,
-                 scheduler: str = DEFAULT_SCHEDULER, decode_steps: int = 64, refill_rows: Optional[int] = None):
+                 scheduler: str = DEFAULT_SCHEDULER, decode_steps: int = 4096, refill_rows: Optional[int] = None,
+                 queue_slots: int = 2):
         for name in ("init_cache", "prefill", "decode_step"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"JaxSampler needs a model with a {name}() method; {type(model).__name__} has none")
@@ -177,7 +179,8 @@ class JaxSampler(RolloutEngine):
         self._generate_jit = jax.jit(self._generate_fn, static_argnames=("num_new_bucket",))
         self.last_stats: dict = {}
         from rlvr_jax.rollout.continuous import ContinuousScheduler
-        self._continuous = ContinuousScheduler(self, decode_steps=decode_steps, refill_rows=refill_rows)
+        self._continuous = ContinuousScheduler(self, decode_steps=decode_steps, refill_rows=refill_rows,
+                                                queue_slots=queue_slots)
 
     # ------------------------------------------------------------------ public API
     @property
