@@ -12,8 +12,9 @@ times after one warm-up call each (compiles); the median is reported. Metrics: u
 of the requests / wall time of ``generate``), slot utilisation (``last_stats``: useful token steps / slot
 steps), continuous / static, and whether the two paths gave identical tokens. With ``vllm=True`` the same
 model is saved with ``save_hf`` and served by ``python -m vllm.entrypoints.openai.api_server`` on the same
-device; the same requests go to it concurrently (one ``/v1/completions`` per request, its budget as
-``max_tokens``, ``ignore_eos``), timed after a warm-up pass.
+device (``--max-num-seqs`` = slots, eager mode, same dtype); the long-tailed requests go to it concurrently
+(one ``/v1/completions`` per request, its budget as ``max_tokens``, ``ignore_eos``), timed after a warm-up
+pass over the first ``2 x slots`` requests.
 """
 from __future__ import annotations
 
@@ -97,8 +98,9 @@ def bench_schedulers(preset: str, slots: int, prompt_len: int, new_tokens: int, 
     for s in samplers.values():
         s.close()
     if vllm:
-        out["vllm"] = bench_vllm(model, cfg, prompts, params, {wl: budgets(wl, requests, new_tokens)
-                                                               for wl in workloads}, slots, prompt_len + new_tokens)
+        tail = [wl for wl in workloads if wl == "long_tail"]
+        out["vllm"] = bench_vllm(model, cfg, prompts, params, {wl: budgets(wl, requests, new_tokens) for wl in tail},
+                                 slots, prompt_len + new_tokens)
         for wl, v in out["vllm"].get("workloads", {}).items():
             jax_tps = out["workloads"][wl]["continuous"]["tokens_per_s"]
             v["jax_continuous_over_vllm"] = jax_tps / v["tokens_per_s"]
@@ -123,12 +125,12 @@ def bench_vllm(model, cfg, prompts, params, caps_by_workload, max_num_seqs: int,
             client = VLLMClient(server.url)
             out = {"build": build, "max_num_seqs": max_num_seqs, "workloads": {}}
             for wl, caps in caps_by_workload.items():
-                def run():
+                def run(prompts=prompts, caps=caps):
                     with concurrent.futures.ThreadPoolExecutor(min(len(prompts), 4 * max_num_seqs)) as pool:
                         futs = [pool.submit(client.complete, p, 1, dataclasses.replace(params, max_new_tokens=c), i)
                                 for i, (p, c) in enumerate(zip(prompts, caps))]
                         return [f.result() for f in futs]
-                run()  # warm-up
+                run(prompts[:2 * max_num_seqs], caps[:2 * max_num_seqs])  # warm-up
                 t0 = time.perf_counter()
                 res = run()
                 dt = time.perf_counter() - t0

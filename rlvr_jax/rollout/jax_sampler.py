@@ -36,6 +36,12 @@ Randomness: sequence ``r = prompt_index * n + sample_index`` at step ``t`` uses
 and samples do not depend on chunking. Log-probs follow the RAW convention of
 ``rlvr_jax.rollout.base`` (log_softmax of the untempered, untruncated logits).
 
+Schedulers (``scheduler=``, config ``rollout.jax.scheduler``): ``'static'`` is the layout above, one compiled
+call per chunk of rows, each chunk decoding until its longest row is done (finished rows idle meanwhile);
+``'continuous'`` (:mod:`rlvr_jax.rollout.continuous`) keeps ``B`` slots busy: a finished row's slot is
+refilled with the next pending request inside the compiled loop. Both give each request the same tokens
+and log-probs for a seed; ``last_stats`` reports useful tokens, slot steps and their ratio (utilisation).
+
 With a ``mesh``, rows are sharded over the mesh's batch axes (``data`` and ``fsdp`` by default) and the
 cache is constrained to the same batch sharding; the weights keep whatever sharding the model has.
 
@@ -60,36 +66,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
+from rlvr_jax.rollout.buckets import _check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
 
 SCHEDULERS = ("static", "continuous")
 DEFAULT_SCHEDULER = "static"
-
-
-def power_of_two_buckets(minimum: int, maximum: int) -> tuple[int, ...]:
-    """``(minimum, 2*minimum, 4*minimum, ..., maximum)``; ``maximum`` is always the last bucket."""
-    if minimum < 1 or maximum < minimum:
-        raise ValueError(f"need 1 <= minimum <= maximum, got minimum={minimum}, maximum={maximum}")
-    buckets, b = [], minimum
-    while b < maximum:
-        buckets.append(b)
-        b *= 2
-    buckets.append(maximum)
-    return tuple(buckets)
-
-
-def pick_bucket(size: int, buckets: Sequence[int], what: str) -> int:
-    """The smallest bucket ``>= size``; a clear error when ``size`` exceeds the largest bucket."""
-    for b in buckets:
-        if b >= size:
-            return b
-    raise ValueError(f"{what} {size} exceeds the largest bucket {max(buckets)} (buckets: {tuple(buckets)})")
-
-
-def _check_buckets(buckets: Sequence[int], what: str) -> tuple[int, ...]:
-    buckets = tuple(sorted(int(b) for b in buckets))
-    if not buckets or buckets[0] < 1:
-        raise ValueError(f"{what} must be a non-empty list of positive sizes, got {buckets}")
-    return buckets
 
 
 class JaxSampler(RolloutEngine):
