@@ -57,7 +57,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         sync_dir="",           # where weight versions are exported for vLLM (default: <out_dir>/weights)
         jax=ml_collections.ConfigDict(dict(  # the in-process sampler (rlvr_jax.rollout.jax_sampler)
             scheduler="static",  # static (chunks decode to their longest row) | continuous (slots refilled)
-            decode_steps=64,     # continuous: most decode steps per compiled call between refills
+            decode_steps=4096,   # continuous: most decode steps per compiled call (then the host resumes it)
             refill_rows=0,       # continuous: prompts prefilled per refill call (0 = an eighth of the slots)
         )),
         vllm=ml_collections.ConfigDict(dict(
