@@ -94,9 +94,12 @@ def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir
     if r.engine == "jax":
         from rlvr_jax.rollout.jax_sampler import JaxSampler
         rows = int(cfg.train.prompt_batch_size) * int(r.n)
+        j = r.get("jax") or {}
+        sched = dict(scheduler=j["scheduler"], decode_steps=int(j["decode_steps"]),
+                     refill_rows=int(j["refill_rows"]) or None) if j else {}
         return JaxSampler(model, pad_id=pad_id, eos_token_ids=stop_ids, max_batch_size=min(rows, 256),
                           max_prompt_len=int(cfg.data.max_prompt_len),
-                          max_new_tokens_limit=int(r.max_new_tokens), mesh=mesh)
+                          max_new_tokens_limit=int(r.max_new_tokens), mesh=mesh, **sched)
     from rlvr_jax.rollout.vllm_engine import VLLMEngine
     v = r.vllm
     sync_root = r.sync_dir or os.path.join(out_dir, "weights")

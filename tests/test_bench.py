@@ -76,3 +76,30 @@ def test_learner_census_remat_and_dtypes():
     assert full["total"] > none["total"] > none["model_flops"] * 0.9
     for c in (none, full):
         assert "float32 x float32" not in c["by_dtype"]
+
+
+def test_scheduler_workload_budgets():
+    from rlvr_jax.bench.scheduler_bench import budgets
+    for requests, n in ((256, 128), (1024, 128), (128, 64)):
+        caps = budgets("long_tail", requests, n)
+        assert len(caps) == requests and 1 <= min(caps) and max(caps) == n
+        assert max(caps) / (sum(caps) / requests) >= 4  # the long-tail criterion
+    assert budgets("uniform", 5, 7) == [7] * 5
+    assert budgets("long_tail", 64, 32) == budgets("long_tail", 64, 32)  # seeded
+
+
+def test_scheduler_bench_static_vs_continuous_tiny():
+    from rlvr_jax.bench.scheduler_bench import bench_schedulers, budgets, markdown
+    r = bench_schedulers("tiny-qwen3", slots=4, prompt_len=16, new_tokens=16, requests=24,
+                         workloads=("long_tail", "uniform"), refill_rows=1)
+    for wl in ("long_tail", "uniform"):
+        w = r["workloads"][wl]
+        assert w["same_tokens"] and w["useful_tokens"] == sum(budgets(wl, 24, 16))
+        for name in ("static", "continuous"):
+            assert w[name]["useful_tokens"] == w["useful_tokens"] and 0 < w[name]["utilisation"] <= 1
+        assert w["continuous_over_static"] == w["continuous"]["tokens_per_s"] / w["static"]["tokens_per_s"]
+    # Uniform budgets and no stop ids: both fill every slot step (continuous pays only its refill padding).
+    assert r["workloads"]["uniform"]["static"]["utilisation"] == 1.0
+    lt = r["workloads"]["long_tail"]
+    assert lt["continuous"]["utilisation"] > lt["static"]["utilisation"]
+    assert "| long_tail |" in markdown(r) and "vllm" not in r

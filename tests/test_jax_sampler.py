@@ -1,7 +1,9 @@
 """JaxSampler: decoding correctness, raw log-probs, sampling distributions, stop handling, bucketing, seeds.
 
 Part 1 uses a toy decoder defined here (fast, tiny vocab) that implements the cache contract of
-rlvr_jax.models; part 2 runs the same checks against the real rlvr_jax.models.Decoder.
+rlvr_jax.models; part 2 runs the same checks against the real rlvr_jax.models.Decoder. The correctness checks
+run against both schedulers (``static`` and ``continuous``; the continuous sampler gets fewer slots than rows,
+so its slots are refilled); part 3 compares the two paths request by request.
 """
 import jax
 import jax.numpy as jnp
@@ -45,7 +47,11 @@ class ToyDecoder(nnx.Module):
         return self(input_ids, attention_mask), {"c": cache["c"].at[:, :input_ids.shape[1]].set(ctx)}
 
     def decode_step(self, tokens, positions, cache_index, kv_mask, cache):
-        c = jax.lax.dynamic_update_slice_in_dim(cache["c"], self.ctx[...][tokens][:, None], cache_index, axis=1)
+        new = self.ctx[...][tokens]
+        if jnp.ndim(cache_index) == 1:  # per-row slots (continuous scheduler)
+            c = cache["c"].at[jnp.arange(tokens.shape[0]), cache_index].set(new)
+        else:
+            c = jax.lax.dynamic_update_slice_in_dim(cache["c"], new[:, None], cache_index, axis=1)
         w = kv_mask.astype(jnp.float32)[..., None]
         mean = jnp.sum(c * w, axis=1) / jnp.sum(w, axis=1)
         return self._head(tokens, mean, positions), {"c": c}
@@ -66,9 +72,22 @@ def toy():
     return ToyDecoder(rngs=nnx.Rngs(0))
 
 
-@pytest.fixture(scope="module")
-def toy_sampler(toy):
-    return JaxSampler(toy, pad_id=0, batch_buckets=[16], max_prompt_len=16, max_new_tokens_limit=16)
+SCHEDULERS = ("static", "continuous")
+
+
+def make_sampler(model, scheduler, batch_buckets, **kw):
+    """The continuous sampler gets a quarter of the slots (at least 2), refilled 2 rows at a time, queues of one
+    slot count per call and at most 3 steps per call, so the tests exercise refills, queue hand-overs, resumed
+    calls and slot reuse."""
+    if scheduler == "continuous":
+        kw = dict(kw, decode_steps=3, queue_slots=1, refill_rows=kw.pop("refill_rows", 2))
+        batch_buckets = [max(2, b // 4) for b in batch_buckets]
+    return JaxSampler(model, pad_id=0, batch_buckets=batch_buckets, scheduler=scheduler, **kw)
+
+
+@pytest.fixture(scope="module", params=SCHEDULERS)
+def toy_sampler(toy, request):
+    return make_sampler(toy, request.param, [16], max_prompt_len=16, max_new_tokens_limit=16)
 
 
 FORWARD_LEN = 32
@@ -166,6 +185,7 @@ def test_toy_determinism_seeds_and_chunking(toy, toy_sampler):
     b = tokens(sampler.generate(PROMPTS, 4, SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=8, seed=12)))
     assert sum(x != y for x, y in zip(a, b)) >= len(a) // 2
     # Samples depend on (seed, prompt index, sample index) only, not on how rows are chunked.
+    # The static sampler in chunks of 4 rows gives the same samples as either scheduler.
     small = JaxSampler(toy, pad_id=0, batch_buckets=[4], max_prompt_len=16, max_new_tokens_limit=16)
     assert tokens(small.generate(PROMPTS, 4, params)) == a
     # Distinct samples of one prompt differ.
@@ -215,13 +235,13 @@ def test_toy_errors(toy_sampler):
         toy_sampler.generate([[1]], 0, SamplingParams())
 
 
-def test_toy_first_token_distribution_chi_square():
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_toy_first_token_distribution_chi_square(scheduler):
     """End to end: 4096 first tokens of one prompt follow the exact truncated distribution, per setting."""
     vocab, num, prompt = 8, 4096, [1, 2, 3]
     model = ToyDecoder(vocab=vocab, dim=4, rngs=nnx.Rngs(7))
     logits = forward_logits(model, prompt)[-1]
-    sampler = JaxSampler(model, pad_id=0, max_batch_size=1024, batch_buckets=[1024], max_prompt_len=16,
-                         max_new_tokens_limit=16)
+    sampler = make_sampler(model, scheduler, [1024], max_prompt_len=16, max_new_tokens_limit=16, refill_rows=256)
     for temperature, top_k, top_p in [(1.0, -1, 1.0), (0.7, 3, 1.0), (1.4, -1, 0.75), (0.9, 5, 0.8)]:
         z = logits / temperature
         order = np.argsort(-z)[: top_k if top_k > 0 else vocab]
@@ -240,18 +260,23 @@ def test_toy_first_token_distribution_chi_square():
         if not np.allclose(ref, special.softmax(logits), atol=1e-3):  # the check has power
             assert stats.chisquare(counts, num * special.softmax(logits)).pvalue < 1e-6
         np.testing.assert_allclose([c.logprobs[0] for c in out[0]], special.log_softmax(logits)[first], atol=1e-5)
-    assert sampler.num_compilations == 1  # 4 settings x 4 chunks of 1024 rows: one compile
+    # 4 settings x 4096 rows: one compile (static: 4 chunks of 1024 rows; continuous: init and run)
+    assert sampler.num_compilations == (1 if scheduler == "static" else 2)
 
 
 def test_toy_sharded_over_mesh_matches_unsharded(toy, toy_sampler):
     if jax.device_count() < 8:
         pytest.skip("needs 8 devices (tests/conftest.py forces 8 CPU devices)")
     mesh = make_mesh({"data": 2, "fsdp": 4, "tp": 1})
-    sampler = JaxSampler(toy, pad_id=0, max_batch_size=16, max_prompt_len=16, max_new_tokens_limit=16, mesh=mesh)
-    assert sampler.batch_buckets[0] == 8  # buckets rounded up to the 8-way batch split
-    params = SamplingParams(temperature=1.0, top_k=6, max_new_tokens=10, seed=9)
-    sharded = sampler.generate(PROMPTS, 2, params)
-    plain = toy_sampler.generate(PROMPTS, 2, params)
+    # 16 rows on 8 slots (or in 2 chunks of 8); continuous refills round up to the 8-way split (1 -> 8 rows).
+    sampler = JaxSampler(toy, pad_id=0, batch_buckets=[1, 8], max_prompt_len=16, max_new_tokens_limit=16, mesh=mesh,
+                         scheduler=toy_sampler.scheduler, decode_steps=3, refill_rows=1)
+    assert sampler.batch_buckets == (8,)  # buckets rounded up to the 8-way batch split
+    params = SamplingParams(temperature=1.0, top_k=6, max_new_tokens=10, seed=9, stop_token_ids=(3,))
+    sharded = sampler.generate(PROMPTS, 4, params)
+    plain = toy_sampler.generate(PROMPTS, 4, params)
+    if sampler.scheduler == "continuous":
+        assert sampler.last_stats["slots"] == 8 and sampler.last_stats["refill_rows"] == 8
     for row_s, row_p in zip(sharded, plain):
         for cs, cp in zip(row_s, row_p):
             assert cs.token_ids == cp.token_ids and cs.finish_reason == cp.finish_reason
@@ -265,12 +290,16 @@ REAL_PROMPTS = [[5, 17, 301, 42, 9, 88, 7], [250, 3], [11, 12, 13, 14, 15, 16, 1
 
 
 @pytest.fixture(scope="module")
-def real():
+def real_model():
     from rlvr_jax.models import Decoder, get_preset
-    model = Decoder(get_preset("tiny-qwen3", dtype="float32", param_dtype="float32"), rngs=nnx.Rngs(3))
-    sampler = JaxSampler(model, pad_id=0, batch_buckets=[8], prompt_buckets=[16], new_token_buckets=[16],
-                         max_prompt_len=16, max_new_tokens_limit=16)
-    return model, sampler
+    return Decoder(get_preset("tiny-qwen3", dtype="float32", param_dtype="float32"), rngs=nnx.Rngs(3))
+
+
+@pytest.fixture(scope="module", params=SCHEDULERS)
+def real(real_model, request):
+    sampler = make_sampler(real_model, request.param, [8], prompt_buckets=[16], new_token_buckets=[16],
+                           max_prompt_len=16, max_new_tokens_limit=16)
+    return real_model, sampler
 
 
 def test_real_greedy_matches_stepwise_argmax_and_teacher_forced_logprobs(real):
@@ -334,4 +363,67 @@ def test_real_determinism_seeds_and_no_recompilation(real):
     assert all(x != y for x, y in zip(a, d))
     # A second batch with other prompts/lengths/sizes in the same buckets reuses the compiled program.
     sampler.generate([[1, 2, 3], [4] * 16, [7, 8]], 1, SamplingParams(temperature=0.3, top_k=5, max_new_tokens=9))
-    assert sampler.num_compilations == 1
+    assert sampler.num_compilations == (1 if sampler.scheduler == "static" else 2)  # continuous: init and run
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Part 3: static vs continuous, request by request.
+
+def _long_tail_caps(rng, num, limit):
+    """Per-prompt token budgets with max / mean >= 4 (most short, a few at the limit)."""
+    caps = np.minimum(limit, rng.geometric(0.5, num))
+    caps[::12] = limit
+    return [int(c) for c in caps]
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=1.0, max_new_tokens=16, seed=21, stop_token_ids=(3, 9)),
+                                    SamplingParams(temperature=0.0, max_new_tokens=16)])
+def test_toy_continuous_equals_static_per_request_with_budgets(toy, params):
+    rng = np.random.default_rng(0)
+    prompts = [list(map(int, rng.integers(1, 16, rng.integers(1, 12)))) for _ in range(24)]
+    caps = _long_tail_caps(rng, len(prompts), 16)
+    assert max(caps) / np.mean(caps) >= 4
+    static = JaxSampler(toy, pad_id=0, batch_buckets=[8], max_prompt_len=16, max_new_tokens_limit=16)
+    cont = JaxSampler(toy, pad_id=0, batch_buckets=[8], max_prompt_len=16, max_new_tokens_limit=16,
+                      scheduler="continuous", refill_rows=2)
+    a = static.generate(prompts, 2, params, max_new_tokens_per_prompt=caps)
+    b = cont.generate(prompts, 2, params, max_new_tokens_per_prompt=caps)
+    reasons = []
+    for p, (row_a, row_b) in enumerate(zip(a, b)):
+        for ca, cb in zip(row_a, row_b):
+            assert ca.token_ids == cb.token_ids and ca.finish_reason == cb.finish_reason
+            np.testing.assert_allclose(cb.logprobs, ca.logprobs, atol=1e-6)
+            assert len(cb.token_ids) == caps[p] if cb.finish_reason == "length" else len(cb.token_ids) <= caps[p]
+            np.testing.assert_allclose(cb.logprobs, full_forward_logps(toy, prompts[p], cb.token_ids), atol=1e-5)
+            reasons.append(cb.finish_reason)
+    if not params.greedy:
+        assert "stop" in reasons and "length" in reasons
+    # Stats: the same useful tokens; static pays for each chunk's longest row, continuous for idle slots only.
+    sa, sb = static.last_stats, cont.last_stats
+    useful = sum(len(c.token_ids) for row in b for c in row)
+    assert sa["useful_tokens"] == sb["useful_tokens"] == useful
+    lengths = [len(c.token_ids) for row in a for c in row]
+    assert sa["slot_steps"] == sum(8 * max(lengths[i:i + 8]) for i in range(0, len(lengths), 8))
+    assert sb["slot_steps"] >= useful and sb["utilisation"] > sa["utilisation"]
+    assert sb["slots"] == 8 and sb["refill_rows"] == 2 and sb["queue_rows"] == 16
+    assert sb["compiled_calls"] == 3  # 48 requests in queues of 16: the host round trips
+
+
+def test_continuous_options_and_budget_errors(toy):
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        JaxSampler(toy, scheduler="dynamic")
+    with pytest.raises(ValueError, match="decode_steps must be >= 1"):
+        JaxSampler(toy, scheduler="continuous", decode_steps=0)
+    with pytest.raises(ValueError, match="refill_rows must be >= 1"):
+        JaxSampler(toy, scheduler="continuous", refill_rows=0)
+    with pytest.raises(ValueError, match="queue_slots must be >= 1"):
+        JaxSampler(toy, scheduler="continuous", queue_slots=0)
+    sampler = JaxSampler(toy, pad_id=0, batch_buckets=[4], max_prompt_len=16, max_new_tokens_limit=16,
+                         scheduler="continuous")
+    with pytest.raises(ValueError, match=r"max_new_tokens_per_prompt needs one value in \[1, 8\] per prompt"):
+        sampler.generate([[1], [2]], 1, SamplingParams(max_new_tokens=8), max_new_tokens_per_prompt=[3, 9])
+    with pytest.raises(ValueError, match="per prompt"):
+        sampler.generate([[1], [2]], 1, SamplingParams(max_new_tokens=8), max_new_tokens_per_prompt=[3])
+    # One request, more slots than requests: the slot count is the request count's bucket.
+    out = sampler.generate([[1, 2]], 1, SamplingParams(temperature=0.0, max_new_tokens=5))
+    assert out[0][0].token_ids == greedy_reference(toy, [1, 2], 5) and sampler.last_stats["slots"] == 4

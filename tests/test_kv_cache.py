@@ -82,3 +82,36 @@ def test_prompt_longer_than_cache_raises(tmp_path):
     model, _ = load_hf(make_tiny_hf_model(tmp_path, "qwen3"))
     with pytest.raises(ValueError, match="exceeds the cache length"):
         model.prefill(jnp.ones((1, 5), jnp.int32), jnp.ones((1, 5), jnp.int32), model.init_cache(1, 4))
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas"])
+def test_per_row_cache_index_equals_scalar_index_per_row(tmp_path, impl):
+    """decode_step with int32 [B] cache indices (continuous batching) writes row b at slot index[b] only and
+    gives each row the logits of a scalar-index step at that slot."""
+    model, cfg = load_hf(make_tiny_hf_model(tmp_path, "qwen3", seed=5), decode_attention_impl=impl)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, tok, pos, idx, kv_mask, cache):
+        return nnx.merge(graphdef, state).decode_step(tok, pos, idx, kv_mask, cache)
+
+    B, S = 3, 16
+    rs = np.random.RandomState(1)
+    # A cache with random finite contents, rows filled up to different lengths.
+    cache = jax.tree.map(lambda x: jnp.asarray(rs.standard_normal(x.shape), x.dtype), model.init_cache(B, S))
+    index = np.array([4, 9, 2], np.int32)
+    kv_mask = (np.arange(S)[None, :] <= index[:, None]).astype(np.int32)
+    tok = jnp.asarray(rs.randint(3, cfg.vocab_size, B), jnp.int32)
+    pos = jnp.asarray(index)
+    logits, new = step(state, tok, pos, jnp.asarray(index), jnp.asarray(kv_mask), cache)
+    head_major = impl == "pallas"
+    for b in range(B):
+        ref_logits, ref = step(state, tok, pos, jnp.int32(index[b]), jnp.asarray(kv_mask), cache)
+        np.testing.assert_allclose(np.asarray(logits[b]), np.asarray(ref_logits[b]), rtol=1e-5, atol=1e-5)
+        for c, r, old in zip(new["k"] + new["v"], ref["k"] + ref["v"], cache["k"] + cache["v"]):
+            slots = np.arange(S) != index[b]
+            got = np.asarray(c[b]).swapaxes(0, 1) if head_major else np.asarray(c[b])  # [S, K, D]
+            want = np.asarray(r[b]).swapaxes(0, 1) if head_major else np.asarray(r[b])
+            before = np.asarray(old[b]).swapaxes(0, 1) if head_major else np.asarray(old[b])
+            np.testing.assert_array_equal(got[index[b]], want[index[b]])  # the new K/V at its own slot
+            np.testing.assert_array_equal(got[slots], before[slots])  # every other slot untouched

@@ -33,6 +33,13 @@ flags.DEFINE_integer("sampler_batch", 256, "sampler: rows")
 flags.DEFINE_integer("sampler_prompt_len", 256, "sampler: prompt tokens per row")
 flags.DEFINE_integer("new_tokens", 1024, "sampler: generated tokens per row")
 flags.DEFINE_integer("sampler_repeats", 2, "sampler: timed runs (median reported)")
+flags.DEFINE_list("sampler_workloads", [], "sampler: also compare the static and continuous schedulers on these "
+                  "request workloads (long_tail, uniform), --sampler_batch slots, --sampler_requests requests")
+flags.DEFINE_integer("sampler_requests", None, "sampler workloads: requests (default 4 x --sampler_batch)")
+flags.DEFINE_integer("decode_steps", 4096, "sampler workloads: continuous: most decode steps per compiled call")
+flags.DEFINE_integer("refill_rows", None, "sampler workloads: continuous refill rows (default slots / 8)")
+flags.DEFINE_boolean("sampler_fixed", True, "sampler: run the fixed-shape (every row --new_tokens) measurement")
+flags.DEFINE_boolean("vllm", False, "sampler workloads: also serve the same model and requests with vLLM")
 flags.DEFINE_boolean("peer", False, "also run transformers + torch at the same shapes")
 flags.DEFINE_integer("peer_sampler_batch", None, "peer sampler rows (default: --sampler_batch)")
 
@@ -73,6 +80,9 @@ def markdown(results: dict) -> str:
     if "export" in results:
         r = results["export"]
         rows.append(f"| save_hf s/GB | {r['bytes'] / 1e9:.3g} GB | {_fmt(r['s_per_gb'])} | | |")
+    if "schedulers" in results:
+        from rlvr_jax.bench.scheduler_bench import markdown as scheduler_markdown
+        rows += ["", scheduler_markdown(results["schedulers"])]
     return "\n".join(rows)
 
 
@@ -106,7 +116,14 @@ def main(argv):
         results["census"] = learner_step_census(FLAGS.preset, FLAGS.batch, FLAGS.seq_len, FLAGS.prompt_len,
                                                 FLAGS.remat, FLAGS.logprob_chunk_size)
         print(json.dumps({"census": results["census"]}), flush=True)
-    if "sampler" in what:
+    if "sampler" in what and FLAGS.sampler_workloads:
+        from rlvr_jax.bench.scheduler_bench import bench_schedulers
+        results["schedulers"] = bench_schedulers(
+            FLAGS.preset, FLAGS.sampler_batch, FLAGS.sampler_prompt_len, FLAGS.new_tokens,
+            FLAGS.sampler_requests or 4 * FLAGS.sampler_batch, FLAGS.sampler_workloads, FLAGS.sampler_repeats,
+            FLAGS.decode_steps, FLAGS.refill_rows, vllm=FLAGS.vllm)
+        print(json.dumps({"schedulers": results["schedulers"]}), flush=True)
+    if "sampler" in what and FLAGS.sampler_fixed:
         bw = jax_bench.measure_bandwidth() if jax.devices()[0].platform != "cpu" else None
         results["sampler"] = jax_bench.bench_sampler(
             FLAGS.preset, FLAGS.sampler_batch, FLAGS.sampler_prompt_len, FLAGS.new_tokens, FLAGS.sampler_repeats,

@@ -201,6 +201,12 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(r.temperature > 0, "rollout.temperature", f"training samples need temperature > 0, got {r.temperature}")
     _check(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     _check(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
+    if r.get("jax") is not None:  # the in-process sampler's scheduler (rlvr_jax.rollout.continuous)
+        _check(r.jax.scheduler in ("static", "continuous"), "rollout.jax.scheduler",
+               f"{r.jax.scheduler!r} not in ('static', 'continuous')")
+        _check(int(r.jax.decode_steps) >= 1, "rollout.jax.decode_steps", f"must be >= 1, got {r.jax.decode_steps}")
+        _check(int(r.jax.refill_rows) >= 0, "rollout.jax.refill_rows",
+               f"must be >= 0 (0 = an eighth of the slots), got {r.jax.refill_rows}")
     _check(not (a.adv_estimator == "grpo" and r.n < 2), "rollout.n",
            f"group-normalised advantages need rollout.n >= 2, got {r.n}")
     # data

@@ -158,13 +158,14 @@ class Decoder(nnx.Module):
         return self._run_cached(x, cos, sin, mask, cache, 0, attend_to_cache=False)
 
     def decode_step(self, tokens, positions, cache_index, kv_mask, cache):
-        """One token per row: ``tokens [B]`` at ``positions [B]``, K/V written at slot ``cache_index``.
+        """One token per row: ``tokens [B]`` at ``positions [B]``, K/V written at slot ``cache_index``
+        (a scalar shared by all rows, or an int32 ``[B]`` of per-row slots for continuous batching).
 
         Attends to the cache slots where ``kv_mask [B, S]`` is 1. Returns ``(logits [B, V], cache)``.
         With ``decode_attention_impl='pallas'`` the attended slots are ``[first 1, last 1]`` of each row
         (:func:`~rlvr_jax.models.decode_attention.kv_range_from_mask`), so each row's ones in ``kv_mask``
         must be contiguous; the JaxSampler layout guarantees it (a left-padded prompt, then the
-        generated slots in order).
+        generated slots in order; the continuous scheduler keeps that layout per slot).
         """
         ids = tokens[:, None]
         cos, sin = rope_cos_sin(positions[:, None], rope_inv_freq(self.config))

@@ -176,6 +176,17 @@ class MLP(nnx.Module):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+def _write_rows(cache, new, index, head_major: bool):
+    """Writes ``new [B, 1, K, D]`` at slot ``index[b]`` of row ``b`` (a scatter XLA updates in place)."""
+    if new.shape[1] != 1:
+        raise ValueError(f"a per-row cache index takes one token per row, got {new.shape[1]}")
+    rows = jnp.arange(new.shape[0])
+    value = new[:, 0].astype(cache.dtype)  # [B, K, D]
+    if head_major:  # [B, K, S, D]: advanced indices on axes 0 and 2 -> indexed shape [B, K, D]
+        return cache.at[rows, :, index].set(value)
+    return cache.at[rows, index].set(value)
+
+
 class Block(nnx.Module):
     """Pre-norm transformer layer: ``h = x + attn(norm(x)); y = h + mlp(norm(h))``."""
 
@@ -198,6 +209,8 @@ class Block(nnx.Module):
     def cached(self, x, cos, sin, mask, cache_k, cache_v, index, attend_to_cache: bool, kv_range=None):
         """Forward that also writes this step's K/V into the cache at slot ``index``.
 
+        ``index`` is a scalar (every row writes slots ``[index, index + T)``) or, for one token per row, an
+        int32 ``[B]`` of per-row slots (continuous batching: each slot of the batch is at its own step).
         The cache is ``cache_k/v [B, S, K, D]`` (``decode_attention_impl='xla'``) or head-major
         ``[B, K, S, D]`` (``'pallas'``: the fresh ``[B, T, K, D]`` K/V are transposed once before the write;
         for a decode step, ``T = 1``, that is a free reshape).
@@ -208,12 +221,15 @@ class Block(nnx.Module):
         """
         q, k, v = self.attn.qkv(self.input_norm(x), cos, sin)
         head_major = self.attn.decode_impl == "pallas"
-        if head_major:
-            k_new, v_new, start = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), (0, 0, index, 0)
+        if jnp.ndim(index) == 1:
+            cache_k, cache_v = _write_rows(cache_k, k, index, head_major), _write_rows(cache_v, v, index, head_major)
         else:
-            k_new, v_new, start = k, v, (0, index, 0, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k_new.astype(cache_k.dtype), start)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v_new.astype(cache_v.dtype), start)
+            if head_major:
+                k_new, v_new, start = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), (0, 0, index, 0)
+            else:
+                k_new, v_new, start = k, v, (0, index, 0, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k_new.astype(cache_k.dtype), start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v_new.astype(cache_v.dtype), start)
         if attend_to_cache and head_major:
             if kv_range is None:
                 raise ValueError("decode_attention_impl='pallas' needs kv_range=(start, end) for a decode step")

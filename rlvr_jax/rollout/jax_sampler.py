@@ -36,6 +36,12 @@ Randomness: sequence ``r = prompt_index * n + sample_index`` at step ``t`` uses
 and samples do not depend on chunking. Log-probs follow the RAW convention of
 ``rlvr_jax.rollout.base`` (log_softmax of the untempered, untruncated logits).
 
+Schedulers (``scheduler=``, config ``rollout.jax.scheduler``): ``'static'`` is the layout above, one compiled
+call per chunk of rows, each chunk decoding until its longest row is done (finished rows idle meanwhile);
+``'continuous'`` (:mod:`rlvr_jax.rollout.continuous`) keeps ``B`` slots busy: a finished row's slot is
+refilled with the next pending request inside the compiled loop. Both give each request the same tokens
+and log-probs for a seed; ``last_stats`` reports useful tokens, slot steps and their ratio (utilisation).
+
 With a ``mesh``, rows are sharded over the mesh's batch axes (``data`` and ``fsdp`` by default) and the
 cache is constrained to the same batch sharding; the weights keep whatever sharding the model has.
 
@@ -60,33 +66,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
+from rlvr_jax.rollout.buckets import _check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
 
-
-def power_of_two_buckets(minimum: int, maximum: int) -> tuple[int, ...]:
-    """``(minimum, 2*minimum, 4*minimum, ..., maximum)``; ``maximum`` is always the last bucket."""
-    if minimum < 1 or maximum < minimum:
-        raise ValueError(f"need 1 <= minimum <= maximum, got minimum={minimum}, maximum={maximum}")
-    buckets, b = [], minimum
-    while b < maximum:
-        buckets.append(b)
-        b *= 2
-    buckets.append(maximum)
-    return tuple(buckets)
-
-
-def pick_bucket(size: int, buckets: Sequence[int], what: str) -> int:
-    """The smallest bucket ``>= size``; a clear error when ``size`` exceeds the largest bucket."""
-    for b in buckets:
-        if b >= size:
-            return b
-    raise ValueError(f"{what} {size} exceeds the largest bucket {max(buckets)} (buckets: {tuple(buckets)})")
-
-
-def _check_buckets(buckets: Sequence[int], what: str) -> tuple[int, ...]:
-    buckets = tuple(sorted(int(b) for b in buckets))
-    if not buckets or buckets[0] < 1:
-        raise ValueError(f"{what} must be a non-empty list of positive sizes, got {buckets}")
-    return buckets
+SCHEDULERS = ("static", "continuous")
+DEFAULT_SCHEDULER = "static"
 
 
 class JaxSampler(RolloutEngine):
@@ -106,18 +89,29 @@ class JaxSampler(RolloutEngine):
       new_token_buckets: allowed decode-budget sizes (default: powers of two from 16 up to the limit).
       mesh: optional ``jax.sharding.Mesh``; rows are sharded over ``batch_axes`` of it.
       batch_axes: mesh axes the rows are split over (default: those of ``("data", "fsdp")`` in the mesh).
+      scheduler: ``'static'`` (each chunk of rows decodes until its longest row is done) or ``'continuous'``
+        (a finished row's slot is refilled with the next pending request; :mod:`rlvr_jax.rollout.continuous`).
+        Both give the same tokens and log-probs for the same seed.
+      decode_steps: continuous only: the most decode steps per compiled call (the host then resumes it).
+      refill_rows: continuous only: requests prefilled per refill (default: an eighth of the slots).
+      queue_slots: continuous only: requests handed to one compiled call, in multiples of the slot count.
     """
 
     def __init__(self, model: nnx.Module, *, pad_id: int = 0, eos_token_ids: Sequence[int] = (),
                  max_batch_size: int = 256, batch_buckets: Optional[Sequence[int]] = None,
                  max_prompt_len: int = 4096, prompt_buckets: Optional[Sequence[int]] = None,
                  max_new_tokens_limit: int = 4096, new_token_buckets: Optional[Sequence[int]] = None,
-                 mesh: Optional[jax.sharding.Mesh] = None, batch_axes: Optional[Sequence[str]] = None):
+                 mesh: Optional[jax.sharding.Mesh] = None, batch_axes: Optional[Sequence[str]] = None,
+                 scheduler: str = DEFAULT_SCHEDULER, decode_steps: int = 4096, refill_rows: Optional[int] = None,
+                 queue_slots: int = 2):
         for name in ("init_cache", "prefill", "decode_step"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"JaxSampler needs a model with a {name}() method; {type(model).__name__} has none")
         if pad_id < 0:
             raise ValueError(f"pad_id must be a non-negative token id, got {pad_id}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        self.scheduler = scheduler
         self.pad_id = int(pad_id)
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
         self.mesh = mesh
@@ -163,6 +157,10 @@ class JaxSampler(RolloutEngine):
         self._cache_batch_axes = self._find_cache_batch_axes(model) if mesh is not None else None
         self.num_compilations = 0
         self._generate_jit = jax.jit(self._generate_fn, static_argnames=("num_new_bucket",))
+        self.last_stats: dict = {}
+        from rlvr_jax.rollout.continuous import ContinuousScheduler
+        self._continuous = ContinuousScheduler(self, decode_steps=decode_steps, refill_rows=refill_rows,
+                                                queue_slots=queue_slots)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -170,8 +168,12 @@ class JaxSampler(RolloutEngine):
         """The ``version`` passed to the last ``sync_weights`` (0 for the construction weights)."""
         return self._version
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int,
-                 params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
+                 max_new_tokens_per_prompt: Optional[Sequence[int]] = None) -> list[list[Completion]]:
+        """``result[p][s]`` (see :class:`RolloutEngine`). ``max_new_tokens_per_prompt`` optionally caps each
+        prompt's samples below ``params.max_new_tokens`` (benchmarks: a long-tailed length workload).
+        ``last_stats`` then holds ``useful_tokens``, ``slot_steps`` (rows x decode steps run, padding rows
+        included), ``utilisation`` (their ratio) and ``compiled_calls`` of this call."""
         if n < 1:
             raise ValueError(f"n (samples per prompt) must be >= 1, got {n}")
         if self._state is None:
@@ -185,6 +187,12 @@ class JaxSampler(RolloutEngine):
             if len(p) > max(self.prompt_buckets):
                 raise ValueError(f"prompt {i} has {len(p)} tokens, more than the largest prompt bucket "
                                  f"{max(self.prompt_buckets)} (raise max_prompt_len)")
+        caps = [params.max_new_tokens] * len(prompts) if max_new_tokens_per_prompt is None else \
+            [int(c) for c in max_new_tokens_per_prompt]
+        if len(caps) != len(prompts) or not all(1 <= c <= params.max_new_tokens for c in caps):
+            raise ValueError(f"max_new_tokens_per_prompt needs one value in [1, {params.max_new_tokens}] per prompt "
+                             f"({len(prompts)} prompts), got {len(caps)} values, range "
+                             f"[{min(caps, default=None)}, {max(caps, default=None)}]")
         self._check_weights_alive()
         num_new_bucket = pick_bucket(params.max_new_tokens, self.new_token_buckets, "max_new_tokens")
         stop_ids = sorted(set(self.eos_token_ids) | set(params.stop_token_ids))
@@ -192,16 +200,15 @@ class JaxSampler(RolloutEngine):
         stop_arr[:len(stop_ids)] = stop_ids
 
         rows = [(p, s) for p in range(len(prompts)) for s in range(n)]
+        args = ([prompts[p] for p, _ in rows], [p * n + s for p, s in rows], [caps[p] for p, _ in rows])
+        if self.scheduler == "continuous":
+            outs, self.last_stats = self._continuous.run(*args, params, stop_arr, num_new_bucket)
+        else:
+            outs, self.last_stats = self._run_static(*args, params, stop_arr, num_new_bucket)
         results: list[list[Optional[Completion]]] = [[None] * n for _ in prompts]
-        for start in range(0, len(rows), self.max_batch_size):
-            chunk = rows[start:start + self.max_batch_size]
-            toks, logps, lengths, stopped = self._run_chunk(
-                [prompts[p] for p, _ in chunk], [p * n + s for p, s in chunk], params, stop_arr, num_new_bucket)
-            for i, (p, s) in enumerate(chunk):
-                length = int(lengths[i])
-                results[p][s] = Completion(
-                    prompt_index=p, sample_index=s, token_ids=toks[i, :length].tolist(),
-                    logprobs=logps[i, :length].tolist(), finish_reason="stop" if stopped[i] else "length")
+        for (p, s), (toks, logps, stopped) in zip(rows, outs):
+            results[p][s] = Completion(prompt_index=p, sample_index=s, token_ids=toks, logprobs=logps,
+                                       finish_reason="stop" if stopped else "length")
         return results  # type: ignore[return-value]
 
     def sync_weights(self, model_or_params: Any, version: int) -> float:
@@ -245,6 +252,7 @@ class JaxSampler(RolloutEngine):
     def close(self) -> None:
         self._state = None
         self._generate_jit.clear_cache()
+        self._continuous.clear_cache()
 
     # ------------------------------------------------------------------ internals
     def _check_weights_alive(self) -> None:
@@ -278,7 +286,22 @@ class JaxSampler(RolloutEngine):
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
 
-    def _run_chunk(self, prompts, row_ids, params: SamplingParams, stop_arr, num_new_bucket):
+    def _run_static(self, prompts, row_ids, caps, params: SamplingParams, stop_arr, num_new_bucket):
+        """Chunks of ``max_batch_size`` rows, each decoded until its longest row is done."""
+        outs, slot_steps, calls = [], 0, 0
+        for start in range(0, len(prompts), self.max_batch_size):
+            sl = slice(start, start + self.max_batch_size)
+            toks, logps, lengths, stopped = self._run_chunk(prompts[sl], row_ids[sl], caps[sl], params, stop_arr,
+                                                            num_new_bucket)
+            outs += [(toks[i, :lengths[i]].tolist(), logps[i, :lengths[i]].tolist(), bool(stopped[i]))
+                     for i in range(len(lengths))]
+            slot_steps += pick_bucket(len(lengths), self.batch_buckets, "batch rows") * int(lengths.max())
+            calls += 1
+        useful = sum(len(o[0]) for o in outs)
+        return outs, {"useful_tokens": useful, "slot_steps": slot_steps,
+                      "utilisation": useful / max(slot_steps, 1), "compiled_calls": calls}
+
+    def _run_chunk(self, prompts, row_ids, caps, params: SamplingParams, stop_arr, num_new_bucket):
         rows = len(prompts)
         batch = pick_bucket(rows, self.batch_buckets, "batch rows")
         plen = pick_bucket(max(len(p) for p in prompts), self.prompt_buckets, "prompt length")
@@ -292,11 +315,13 @@ class JaxSampler(RolloutEngine):
         ids[:rows] = row_ids
         done = np.zeros((batch,), bool)
         done[rows:] = True
+        max_new = np.ones((batch,), np.int32)
+        max_new[:rows] = caps
         with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
             out = self._generate_jit(
                 self._state, self._put_rows(tokens), self._put_rows(mask), self._put_rows(ids), self._put_rows(done),
                 jnp.uint32(params.seed % (1 << 32)), jnp.float32(params.temperature), jnp.int32(params.top_k),
-                jnp.float32(params.top_p), jnp.int32(params.max_new_tokens), jnp.asarray(stop_arr),
+                jnp.float32(params.top_p), self._put_rows(max_new), jnp.asarray(stop_arr),
                 num_new_bucket=num_new_bucket)
         toks, logps, lengths, stopped = (self._fetch(x)[:rows] for x in out)
         return toks, logps, lengths, stopped
@@ -320,7 +345,8 @@ class JaxSampler(RolloutEngine):
 
     def _generate_fn(self, state, tokens, prompt_mask, row_ids, done, seed, temperature, top_k, top_p,
                      max_new, stop_ids, *, num_new_bucket: int):
-        """Traced once per (batch bucket, prompt bucket, new-token bucket, stop-id bucket)."""
+        """Traced once per (batch bucket, prompt bucket, new-token bucket, stop-id bucket); ``max_new [B]``
+        is each row's token budget (<= ``num_new_bucket``)."""
         self.num_compilations += 1  # Python side effect: runs only while tracing.
         batch, plen = tokens.shape
         cache_len = plen + num_new_bucket
@@ -362,7 +388,7 @@ class JaxSampler(RolloutEngine):
 
         def cond(carry):
             t, _, _, _, done, *_ = carry
-            return (t < max_new) & ~jnp.all(done)
+            return (t < num_new_bucket) & ~jnp.all(done)
 
         def body(carry):
             t, prev_tok, cache, kv_mask, done, out_tokens, out_logps, lengths, stopped = carry

@@ -50,13 +50,15 @@ def truncate_logits(logits: jax.Array, top_k, top_p) -> jax.Array:
 def row_keys(seed, row_ids: jax.Array, step) -> jax.Array:
     """Per-sequence PRNG keys ``fold_in(fold_in(key(seed), row_id), step)``, shape ``[B]``.
 
+    ``step`` is a scalar or a per-row ``[B]`` array (the continuous scheduler's slots are at their own steps).
+
     Keys depend only on (seed, row id, decoding step), so a sample does not depend on which other
     sequences share its batch or on how the request was split into chunks.
     """
     base = jax.random.key(jnp.asarray(seed, jnp.uint32))
-    step = jnp.asarray(step, jnp.uint32)
-    return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(base, r), step))(
-        row_ids.astype(jnp.uint32))
+    step = jnp.broadcast_to(jnp.asarray(step, jnp.uint32), row_ids.shape)
+    return jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(base, r), t))(
+        row_ids.astype(jnp.uint32), step)
 
 
 def sample_tokens(keys: jax.Array, logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
