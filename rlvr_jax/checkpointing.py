@@ -109,7 +109,7 @@ class Checkpointer:
                 state, meta = self.restore(template, step)
             except CorruptCheckpointError as e:
                 bad.append(e)
-                _loud(f"WARNING: {e}; " + (f"falling back to an older checkpoint" if step != steps[-1]
+                _loud(f"WARNING: {e}; " + ("falling back to an older checkpoint" if step != steps[-1]
                                            else "no older checkpoint is left"))
                 continue
             if bad:
@@ -118,7 +118,7 @@ class Checkpointer:
             return state, meta, step
         if bad:
             raise CorruptCheckpointError(
-                self.directory, f"every checkpoint in it is corrupt: " + "; ".join(str(b) for b in bad)
+                self.directory, "every checkpoint in it is corrupt: " + "; ".join(str(b) for b in bad)
                 + " -- move them away (or set checkpoint.resume=False) to start over")
         return None
 

@@ -16,9 +16,11 @@ seeding scheme, policy, engine) differ.
 Seeds: sample ``s`` of problem ``p`` is drawn with the per-problem seed :func:`problem_seed` (``seed``, ``p.id``),
 so results depend neither on ``prompt_batch_size`` nor on which problems share a batch (nor on resuming). An
 engine that honours ``SamplingParams.prompt_seeds`` gets whole batches; another gets one call per problem.
-Problem ids must be unique within a dataset (records are keyed by id): a repeated id is an error. ``token_entropy_fn(prompts, completions) -> list of per-token entropy arrays`` supplies the
-raw-distribution entropies for the token-level entropy metric (e.g. :func:`make_model_token_entropy_fn`);
-without it that metric is reported as missing.
+Problem ids must be unique within a dataset (records are keyed by id): a repeated id is an error.
+
+``token_entropy_fn(prompts, completions) -> list of per-token entropy arrays`` supplies the raw-distribution
+entropies for the token-level entropy metric (e.g. :func:`make_model_token_entropy_fn`); without it that metric
+is reported as missing.
 """
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ class Crashing:
 
 
 def _records(out):
-    return sorted(json.dumps(dataclasses.asdict(r), sort_keys=True) for r in read_records(out / "toy" / "samples.jsonl"))
+    recs = read_records(out / "toy" / "samples.jsonl")
+    return sorted(json.dumps(dataclasses.asdict(r), sort_keys=True) for r in recs)
 
 
 def _eval(engine, tok, pool, out, cfg=CFG, problems=PROBLEMS):
