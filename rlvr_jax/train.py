@@ -298,7 +298,7 @@ def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> R
     guard = guard or PreemptionGuard()
     progress = Progress(int(cfg.train.total_steps), start, enabled=bool(cfg.logging.progress) and is_main)
     metrics: dict[str, Any] = {}
-    preempted = guard.requested_anywhere()  # a signal during start-up: checkpoint and stop before any step
+    preempted = guard.requested_anywhere()  # a signal during start-up: stop before any step (nothing to save)
     step = start
 
     def save(step_done: int, force: bool) -> bool:
