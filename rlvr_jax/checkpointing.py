@@ -90,7 +90,8 @@ class Checkpointer:
         try:
             out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         except Exception as e:  # noqa: BLE001 - tensorstore / orbax raise many types for damaged files
-            raise CorruptCheckpointError(self.step_dir(step), f"its state cannot be read "
+            where = self._first_unreadable(step, abstract, paths)
+            raise CorruptCheckpointError(self.step_dir(step), f"its state cannot be read{where} "
                                                               f"({type(e).__name__}: {_first_line(e)})") from e
         self._verify(step, out["state"], meta, paths)
         treedef = jax.tree.structure(template)
@@ -121,6 +122,20 @@ class Checkpointer:
                 self.directory, "every checkpoint in it is corrupt: " + "; ".join(str(b) for b in bad)
                 + " -- move them away (or set checkpoint.resume=False) to start over")
         return None
+
+    def _first_unreadable(self, step: int, abstract: dict, paths: list[str]) -> str:
+        """``" (array <path>)"`` for the first array that fails to read alone, ``""`` if none does (failure path
+        only: one partial restore per array)."""
+        item_dir = os.path.join(self.step_dir(step), "state")
+        for k, a in abstract.items():
+            args = {k: ocp.ArrayRestoreArgs(sharding=a.sharding) if a.sharding is not None
+                    else ocp.RestoreArgs(restore_type=np.ndarray)}
+            try:
+                ocp.PyTreeCheckpointer().restore(
+                    item_dir, args=ocp.args.PyTreeRestore({k: a}, restore_args=args, partial_restore=True))
+            except Exception:  # noqa: BLE001
+                return f" (array {paths[int(k)]})"
+        return ""
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(int(step)))

@@ -78,6 +78,8 @@ def test_corrupt_newest_checkpoint_falls_back_loudly(tmp_path, capsys, caplog, d
     with pytest.raises(CorruptCheckpointError) as e:
         ck.restore(_template(), 2)
     assert e.value.path == str(d / "2")
+    if damage in ("truncated_state", "zeroed_state"):  # the unreadable array is named
+        assert "cannot be read (array ['params']" in str(e.value), str(e.value)
     with caplog.at_level(logging.WARNING):
         state, meta, step = ck.restore_newest_good(_template())
     assert step == 1 and meta["data_position"] == [0, 1]
