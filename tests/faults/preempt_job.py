@@ -10,7 +10,7 @@ import sys
 TOTAL_STEPS = 3
 
 
-def tiny_config(out, data_dir, tok_dir):
+def tiny_config(out, data_dir, tok_dir, total_steps=TOTAL_STEPS):
     from rlvr_jax.config.presets import experiment
     c = experiment("nsr", "tiny")  # a random policy: every reward is -1, so NSR updates every token
     c.data.data_dir = str(data_dir)
@@ -25,7 +25,7 @@ def tiny_config(out, data_dir, tok_dir):
     c.train.prompt_batch_size = 2
     c.train.mini_batch_size = 1
     c.train.micro_batch_size = 8
-    c.train.total_steps = TOTAL_STEPS
+    c.train.total_steps = int(total_steps)
     c.checkpoint.every = 1
     c.checkpoint.keep = 5
     return c

@@ -146,10 +146,20 @@ def test_double_sigterm_during_a_step_stops_cleanly_and_resumes_bit_identically(
     _interrupt_and_resume(env, tmp_path, "gen:1:TERM,update:1:TERM", True, monkeypatch)
 
 
-def test_sigkill_between_metrics_and_checkpoint_no_duplicate_lines(env, tmp_path, monkeypatch):
+def test_sigkill_between_metrics_and_checkpoint_no_duplicate_lines(env, tmp_path, monkeypatch, capfd):
     out = _interrupt_and_resume(env, tmp_path, "save:2:KILL", False, monkeypatch)
     _, purges = _tb_points(out)
     assert purges >= 1  # the resumed run told TensorBoard to drop the points past its restored step
+    # Then the newest checkpoint is damaged on disk: the same command falls back to step 2 and redoes step 3.
+    data = max((p for p in (out / "checkpoints" / str(TOTAL_STEPS) / "state").rglob("*")
+                if p.is_file() and "/d/" in str(p)), key=lambda p: p.stat().st_size)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    capfd.readouterr()
+    res = run(tiny_config(out, env["data"], env["tok"], total_steps=TOTAL_STEPS))
+    err = capfd.readouterr().err
+    assert res.steps_done == TOTAL_STEPS and f"corrupt checkpoint {out / 'checkpoints' / str(TOTAL_STEPS)}" in err
+    assert f"resumed from step {TOTAL_STEPS - 1}" in err
+    _assert_same_as_reference(env, out)
 
 
 HEAVY_FAULTS = [f"{ph}:{st}:{sig}" for sig in ("TERM", "KILL")
