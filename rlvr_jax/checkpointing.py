@@ -114,8 +114,10 @@ class Checkpointer:
                                            else "no older checkpoint is left"))
                 continue
             if bad:
+                moved = self._quarantine([int(os.path.basename(b.path)) for b in bad])
                 _loud(f"WARNING: resumed from step {step} ({self.step_dir(step)}) instead of the newest step "
-                      f"{steps[0]}: {len(bad)} corrupt checkpoint(s) skipped: {', '.join(b.path for b in bad)}")
+                      f"{steps[0]}: {len(bad)} corrupt checkpoint(s) skipped and moved to {moved}: "
+                      f"{', '.join(b.path for b in bad)}")
             return state, meta, step
         if bad:
             raise CorruptCheckpointError(
@@ -136,6 +138,25 @@ class Checkpointer:
             except Exception:  # noqa: BLE001
                 return f" (array {paths[int(k)]})"
         return ""
+
+    def _quarantine(self, steps: list[int]) -> str:
+        """Moves corrupt step directories to ``<directory>/corrupt/`` (kept for inspection, out of the way of the
+        redone steps' saves) and reloads the manager; returns that folder."""
+        dest = os.path.join(self.directory, "corrupt")
+        if jax.process_index() == 0:
+            os.makedirs(dest, exist_ok=True)
+            for s in steps:
+                target = os.path.join(dest, str(s))
+                n = 0
+                while os.path.exists(target):
+                    n += 1
+                    target = os.path.join(dest, f"{s}.{n}")
+                os.replace(self.step_dir(s), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("rlvr_jax:checkpoint_quarantine")
+        self._manager.reload()
+        return dest
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(int(step)))
