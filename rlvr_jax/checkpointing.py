@@ -4,19 +4,40 @@ A checkpoint at RL step ``s`` (= ``s`` completed steps) holds two items:
   * ``state``: a pytree of arrays (policy params, optimizer state, critic, RNG key data, counters), saved
     sharded as its flat list of leaves and restored onto the shapes, dtypes and shardings of a template
     pytree (the tree paths are stored in ``meta`` and must match), so resume is bit-exact;
-  * ``meta``: JSON (step, data-loader position, the config, anything small).
+  * ``meta``: JSON (step, data-loader position, the config, anything small) and ``state_checksums``, two 32-bit
+    checksums per leaf (:mod:`rlvr_jax.integrity`) computed when saving and verified when restoring.
 The manager keeps the last ``keep`` checkpoints; ``latest_step`` finds the newest one in the directory.
+
+A checkpoint that cannot be read (truncated or zeroed files, broken metadata) or whose arrays do not match their
+checksums raises :class:`CorruptCheckpointError` naming its directory; :meth:`Checkpointer.restore_newest_good`
+then falls back to the newest readable one with a loud warning, or stops listing every path it tried.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
 import signal
+import sys
 import threading
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from rlvr_jax.integrity import checksum_mismatches, tree_checksums
+
+logger = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or fails its checksums; ``path`` is its directory."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        super().__init__(f"corrupt checkpoint {path}: {reason}")
 
 
 class Checkpointer:
@@ -47,7 +68,7 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return False
         leaves, paths = _flatten(state)
-        meta = dict(meta, step=int(step), state_paths=paths)
+        meta = dict(meta, step=int(step), state_paths=paths, state_checksums=tree_checksums(leaves))
         self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(leaves),
                                                               meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
@@ -58,7 +79,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        meta = dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        meta = self._read_meta(step)
         leaves, paths = _flatten(template)
         if meta.get("state_paths") != paths:
             saved = meta.get("state_paths") or []
@@ -66,10 +87,99 @@ class Checkpointer:
             raise ValueError(f"checkpoint step {step} in {self.directory} holds a different state tree than "
                              f"this run ({len(saved)} vs {len(paths)} arrays; e.g. {diff}): was the config changed?")
         abstract = {k: _abstract(v) for k, v in leaves.items()}
-        out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        try:
+            out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        except Exception as e:  # noqa: BLE001 - tensorstore / orbax raise many types for damaged files
+            where = self._first_unreadable(step, abstract, paths)
+            raise CorruptCheckpointError(self.step_dir(step), f"its state cannot be read{where} "
+                                                              f"({type(e).__name__}: {_first_line(e)})") from e
+        self._verify(step, out["state"], meta, paths)
         treedef = jax.tree.structure(template)
         restored = jax.tree.unflatten(treedef, [out["state"][k] for k in sorted(out["state"])])
         return restored, meta
+
+    def restore_newest_good(self, template: Any) -> tuple[Any, dict, int] | None:
+        """``(state, meta, step)`` of the newest checkpoint that reads back and matches its checksums; None when
+        the directory holds none. Each corrupt one is named in a loud warning and skipped; when every
+        checkpoint is corrupt, raises :class:`CorruptCheckpointError` listing their paths. A checkpoint of a
+        different state tree (changed config) is an error, not a fallback."""
+        steps = sorted(self.all_steps(), reverse=True)
+        bad: list[CorruptCheckpointError] = []
+        for step in steps:
+            try:
+                state, meta = self.restore(template, step)
+            except CorruptCheckpointError as e:
+                bad.append(e)
+                _loud(f"WARNING: {e}; " + ("falling back to an older checkpoint" if step != steps[-1]
+                                           else "no older checkpoint is left"))
+                continue
+            if bad:
+                moved = self._quarantine([int(os.path.basename(b.path)) for b in bad])
+                _loud(f"WARNING: resumed from step {step} ({self.step_dir(step)}) instead of the newest step "
+                      f"{steps[0]}: {len(bad)} corrupt checkpoint(s) skipped and moved to {moved}: "
+                      f"{', '.join(b.path for b in bad)}")
+            return state, meta, step
+        if bad:
+            raise CorruptCheckpointError(
+                self.directory, "every checkpoint in it is corrupt: " + "; ".join(str(b) for b in bad)
+                + " -- move them away (or set checkpoint.resume=False) to start over")
+        return None
+
+    def _first_unreadable(self, step: int, abstract: dict, paths: list[str]) -> str:
+        """``" (array <path>)"`` for the first array that fails to read alone, ``""`` if none does (failure path
+        only: one partial restore per array)."""
+        item_dir = os.path.join(self.step_dir(step), "state")
+        for k, a in abstract.items():
+            args = {k: ocp.ArrayRestoreArgs(sharding=a.sharding) if a.sharding is not None
+                    else ocp.RestoreArgs(restore_type=np.ndarray)}
+            try:
+                ocp.PyTreeCheckpointer().restore(
+                    item_dir, args=ocp.args.PyTreeRestore({k: a}, restore_args=args, partial_restore=True))
+            except Exception:  # noqa: BLE001
+                return f" (array {paths[int(k)]})"
+        return ""
+
+    def _quarantine(self, steps: list[int]) -> str:
+        """Moves corrupt step directories to ``<directory>/corrupt/`` (kept for inspection, out of the way of the
+        redone steps' saves) and reloads the manager; returns that folder."""
+        dest = os.path.join(self.directory, "corrupt")
+        if jax.process_index() == 0:
+            os.makedirs(dest, exist_ok=True)
+            for s in steps:
+                target = os.path.join(dest, str(s))
+                n = 0
+                while os.path.exists(target):
+                    n += 1
+                    target = os.path.join(dest, f"{s}.{n}")
+                os.replace(self.step_dir(s), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("rlvr_jax:checkpoint_quarantine")
+        self._manager.reload()
+        return dest
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(int(step)))
+
+    def _read_meta(self, step: int) -> dict:
+        try:
+            return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        except Exception as e:  # noqa: BLE001 - a truncated / missing meta JSON surfaces as several types
+            raise CorruptCheckpointError(self.step_dir(step), f"its metadata cannot be read "
+                                                              f"({type(e).__name__}: {_first_line(e)})") from e
+
+    def _verify(self, step: int, arrays: dict, meta: dict, paths: list[str]) -> None:
+        """Compares restored arrays (``{"000123": array}``) with the checksums saved in ``meta``."""
+        saved = meta.get("state_checksums")
+        if saved is None:
+            logger.warning("checkpoint %s has no checksums (written before they were recorded): not verified",
+                           self.step_dir(step))
+            return
+        bad = checksum_mismatches(arrays, saved)
+        if bad:
+            names = [paths[int(k)] if int(k) < len(paths) else k for k in bad]
+            raise CorruptCheckpointError(self.step_dir(step), f"{len(bad)} array(s) do not match the checksums "
+                                                              f"recorded when it was saved: {names[:5]}")
 
     def restore_subtree(self, template: Any, prefix: str, step: int | None = None) -> tuple[Any, dict]:
         """Restores only the arrays under ``prefix`` (a ``keystr`` path such as ``"['policy']['params']"``)
@@ -78,7 +188,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        meta = dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        meta = self._read_meta(step)
         saved = {p: i for i, p in enumerate(meta.get("state_paths") or [])}
         leaves, paths = _flatten(template)
         missing = [prefix + p for p in paths if prefix + p not in saved]
@@ -89,8 +199,13 @@ class Checkpointer:
         restore_args = {k: ocp.ArrayRestoreArgs(sharding=a.sharding) if a.sharding is not None
                         else ocp.RestoreArgs(restore_type=np.ndarray) for k, a in abstract.items()}
         item_dir = os.path.join(self.directory, str(step), "state")
-        out = ocp.PyTreeCheckpointer().restore(
-            item_dir, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True))
+        try:
+            out = ocp.PyTreeCheckpointer().restore(
+                item_dir, args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True))
+        except Exception as e:  # noqa: BLE001
+            raise CorruptCheckpointError(self.step_dir(step), f"its state cannot be read "
+                                                              f"({type(e).__name__}: {_first_line(e)})") from e
+        self._verify(step, out, meta, list(saved))
         ordered = [out[f"{saved[prefix + p]:06d}"] for p in paths]
         return jax.tree.unflatten(jax.tree.structure(template), ordered), meta
 
@@ -106,6 +221,18 @@ def _flatten(tree) -> tuple[dict[str, Any], list[str]]:
     return leaves, [jax.tree_util.keystr(p) for p, _ in flat]
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else repr(e))[:limit]
+
+
+def _loud(message: str) -> None:
+    """A warning that cannot be missed: the log and stderr, framed."""
+    logger.warning(message)
+    bar = "!" * 100
+    print(f"{bar}\n{message}\n{bar}", file=sys.stderr, flush=True)
+
+
 def _abstract(x):
     if isinstance(x, jax.Array):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
@@ -116,9 +243,11 @@ def _abstract(x):
 class PreemptionGuard:
     """Turns SIGTERM/SIGINT into a request the loop honours at its next safe point (checkpoint, then exit).
 
-    Use as a context manager around the training loop; handlers are only installed from the main thread and
-    the previous handlers are restored on exit. A second signal while a request is pending falls through to
-    the previous handler (so a double Ctrl-C still interrupts).
+    Use as a context manager around the whole run (installed before start-up work, so a SIGTERM during model
+    loading or compilation also ends in a clean checkpoint-and-exit); handlers are only installed from the main
+    thread and the previous handlers are restored on exit. A second SIGTERM while a request is pending is
+    acknowledged and ignored (the orderly stop continues: schedulers send SIGTERM repeatedly before SIGKILL); a
+    second SIGINT falls through to the previous handler, so a double Ctrl-C still interrupts.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -129,6 +258,10 @@ class PreemptionGuard:
         self.signal_received: int | None = None
 
     def _handler(self, signum, frame):
+        if self._requested.is_set() and signum == signal.SIGTERM:
+            print("[train] SIGTERM again: already stopping at the next safe point (checkpoint, then exit)",
+                  file=sys.stderr, flush=True)
+            return
         if self._requested.is_set():
             prev = self._previous.get(signum)
             if callable(prev):
@@ -167,6 +300,33 @@ class PreemptionGuard:
         self._previous.clear()
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str, is_writer: bool = True):
+    """Yields a temporary sibling of ``path`` to fill; on success it replaces ``path`` by renames (an existing
+    ``path`` is moved aside first and removed last), so ``path`` is always either the old or the new complete
+    directory, never a half-written one. On an exception the temporary directory is removed. Non-writer
+    processes (multi-host) get the same temporary path and do nothing else."""
+    path = os.path.abspath(path)
+    tmp = f"{path}.tmp"
+    if is_writer and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        if is_writer:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not is_writer:
+        return
+    old = f"{path}.old"
+    if os.path.exists(old):
+        shutil.rmtree(old)
+    if os.path.exists(path):
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 POLICY_PARAMS = "['policy']['params']"
 
 
@@ -190,7 +350,7 @@ def load_policy_checkpoint(directory: str, step: int | None = None, dtype: str =
         step = ckpt.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no orbax checkpoint in {directory}")
-        meta = dict(ckpt._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        meta = ckpt._read_meta(step)
         m = (meta.get("config") or {}).get("model") or {}
         overrides = dict(dtype=dtype, param_dtype=m.get("param_dtype") or "float32")
         if m.get("hf_path"):

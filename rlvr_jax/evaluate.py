@@ -75,7 +75,8 @@ def config_from_flags() -> EvalConfig:
         ks=tuple(int(k) for k in FLAGS.ks), max_new_tokens=FLAGS.max_new_tokens, seed=FLAGS.seed,
         template=FLAGS.template, greedy=FLAGS.greedy, max_problems=FLAGS.max_problems,
         prompt_batch_size=FLAGS.prompt_batch_size, grade_timeout_s=FLAGS.grade_timeout_s,
-        grade_workers=FLAGS.grade_workers, save_text=FLAGS.save_text)
+        grade_workers=FLAGS.grade_workers, save_text=FLAGS.save_text,
+        policy=str(pathlib.Path(FLAGS.checkpoint).resolve()) if FLAGS.checkpoint else "", engine=FLAGS.engine)
     return dataclasses.replace(cfg, **overrides)
 
 

@@ -28,24 +28,52 @@ def _scalar(v: Any) -> float | int | None:
 
 
 class MetricsWriter:
-    """Appends ``{"step": s, **metrics}`` lines to ``<out_dir>/metrics.jsonl`` and TensorBoard scalars."""
+    """Appends ``{"step": s, **metrics}`` lines to ``<out_dir>/metrics.jsonl`` and TensorBoard scalars.
+
+    :meth:`resume_at` (called by the trainer with the step it continues from, 0 for a fresh start) makes a
+    resumed run never duplicate a point: lines of ``metrics.jsonl`` past that step (written after the checkpoint
+    the run restarts from, e.g. before a SIGKILL) are dropped, as is a torn last line, and TensorBoard gets a
+    purge marker at ``step + 1``, so its readers discard the older points from there on. Files are opened at the
+    first write (or at :meth:`resume_at`).
+    """
 
     def __init__(self, out_dir: str, jsonl: bool = True, tensorboard: bool = True, is_main: bool = True):
         self.is_main = is_main
+        self.out_dir = out_dir
+        self.jsonl_path = os.path.join(out_dir, "metrics.jsonl") if jsonl else None
+        self.tensorboard = bool(tensorboard)
+        self.dropped_lines = 0
         self._jsonl = None
         self._tb = None
-        if not is_main:
+        self._opened = False
+        self._resume_step: int | None = None
+
+    def resume_at(self, step: int) -> int:
+        """Drops what was logged after ``step``; returns the number of ``metrics.jsonl`` lines dropped."""
+        if self._opened:
+            raise RuntimeError("MetricsWriter.resume_at must come before the first write")
+        self._resume_step = int(step)
+        if self.is_main and self.jsonl_path and os.path.exists(self.jsonl_path):
+            self.dropped_lines = truncate_jsonl_after(self.jsonl_path, int(step))
+        self._open()
+        return self.dropped_lines
+
+    def _open(self) -> None:
+        self._opened = True
+        if not self.is_main:
             return
-        os.makedirs(out_dir, exist_ok=True)
-        if jsonl:
-            self.jsonl_path = os.path.join(out_dir, "metrics.jsonl")
+        os.makedirs(self.out_dir, exist_ok=True)
+        if self.jsonl_path:
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-        if tensorboard:
+        if self.tensorboard:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+            purge = None if self._resume_step is None else self._resume_step + 1
+            self._tb = SummaryWriter(os.path.join(self.out_dir, "tensorboard"), purge_step=purge)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Writes the scalar entries of ``metrics`` (non-scalars are dropped); returns what was written."""
+        if not self._opened:
+            self._open()
         clean = {}
         for k, v in metrics.items():
             s = _scalar(v)
@@ -69,6 +97,29 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def truncate_jsonl_after(path: str, step: int) -> int:
+    """Rewrites ``path`` (atomically) keeping the parseable lines whose ``step`` is <= ``step``; returns how many
+    lines were dropped (later steps and torn lines)."""
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row_step = int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                dropped += bool(line.strip())
+                continue
+            if row_step <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
 
 
 def format_metric_line(step: int, metrics: Mapping[str, Any],

@@ -34,8 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
+from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard, atomic_directory
 from rlvr_jax.config import as_plain, resolve_mesh_shape, validate_config
+from rlvr_jax.config.checks import check_prompt_budget
+from rlvr_jax.faults import fault_point
 from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences
 from rlvr_jax.logging_utils import MetricsWriter, Progress, format_metric_line
 from rlvr_jax.objectives import kept_rows
@@ -76,7 +78,7 @@ def build_model(cfg, mesh, rules):
     opts = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_impl=m.attention_impl,
                 decode_attention_impl=m.decode_attention_impl)
     if m.hf_path:
-        model, mcfg = load_hf(m.hf_path, mesh=mesh, rules=rules, **opts)
+        model, mcfg = load_hf(m.hf_path, mesh=mesh, rules=rules, nonfinite=m.nonfinite_weights, **opts)
     else:
         mcfg = get_preset(m.preset, **opts)
         model = shard_model(Decoder(mcfg, rngs=nnx.Rngs(int(cfg.train.seed))), mesh, rules)
@@ -169,7 +171,15 @@ def _mfu(model_cfg, tokens: int, seq_len: int, seconds: float, passes: float) ->
 # ------------------------------------------------------------------------------------------------
 def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after: int | None = None) -> RunResult:
     """Trains per ``cfg`` (validated first). ``stop_after``: return after this many steps of this call (as if
-    preempted, with a checkpoint) - used by tests and for chunked jobs."""
+    preempted, with a checkpoint) - used by tests and for chunked jobs. Without ``guard`` a
+    :class:`PreemptionGuard` is installed before any start-up work."""
+    if guard is not None:
+        return _run(cfg, tokenizer=tokenizer, guard=guard, stop_after=stop_after)
+    with PreemptionGuard() as own:
+        return _run(cfg, tokenizer=tokenizer, guard=own, stop_after=stop_after)
+
+
+def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> RunResult:
     from rlvr_jax.data import PromptSampler, load_dataset, stop_token_ids
     from rlvr_jax.rewards import GraderPool
     from rlvr_jax.sharding import initialize_distributed, make_mesh
@@ -178,6 +188,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
     initialize_distributed(d.coordinator or None, d.num_processes if d.num_processes > 0 else None,
                            d.process_id if d.process_id >= 0 else None)
     batching = validate_config(cfg, check_files=True, num_devices=jax.device_count())
+    fault_point("startup", 0)
     is_main = jax.process_index() == 0
     out_dir = cfg.logging.out_dir
     os.makedirs(out_dir, exist_ok=True)
@@ -190,6 +201,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
     stop_ids = tuple(stop_token_ids(tokenizer))
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or (0,))[0])
+    check_prompt_budget(cfg, tokenizer)
 
     train_ds = load_dataset(cfg.data.train, cfg.data.data_dir)
     problems, prompt_ids, dropped = encode_dataset(train_ds, cfg, tokenizer)
@@ -217,21 +229,25 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
 
     start = 0
     nonfinite_run = 0
-    resume_from = ckpt.latest_step() if cfg.checkpoint.resume else None
+    restored = ckpt.restore_newest_good(learner.train_state()) if cfg.checkpoint.resume else None
+    resume_from = None if restored is None else restored[2]
     if resume_from is None and cfg.checkpoint.init_from:
         init = Checkpointer(cfg.checkpoint.init_from)
         state, _ = init.restore(learner.train_state())
         learner.load_train_state(state)
         engine.sync_weights(learner.policy_model(), 0)
         init.close()
-    if resume_from is not None:
-        state, meta = ckpt.restore(learner.train_state(), resume_from)
+    if restored is not None:
+        state, meta, _ = restored
+        del restored
         learner.load_train_state(state)
         sampler.load_state_dict(meta["data_position"])
         start, nonfinite_run = int(meta["step"]), int(meta.get("nonfinite_in_a_row", 0))
         engine.sync_weights(learner.policy_model(), start)
         if is_main:
             print(f"[train] resumed from step {start} in {ckpt.directory}", flush=True)
+    if writer.resume_at(start) and is_main:
+        print(f"[train] dropped {writer.dropped_lines} metrics.jsonl line(s) logged after step {start}", flush=True)
 
     algo = cfg.algo.name
     n = batching.n
@@ -239,18 +255,21 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
     guard = guard or PreemptionGuard()
     progress = Progress(int(cfg.train.total_steps), start, enabled=bool(cfg.logging.progress) and is_main)
     metrics: dict[str, Any] = {}
-    preempted = False
+    preempted = guard.requested_anywhere()  # a signal during start-up: stop before any step (nothing to save)
     step = start
 
     def save(step_done: int, force: bool) -> bool:
         meta = {"data_position": sampler.state_dict(), "nonfinite_in_a_row": nonfinite_run,
                 "rng": {"seed": int(cfg.train.seed), "step": step_done}, "config": as_plain(cfg)}
-        return ckpt.save(step_done, learner.train_state(), meta, force=force)
+        fault_point("save", step_done)
+        saved = ckpt.save(step_done, learner.train_state(), meta, force=force)
+        fault_point("saved", step_done)
+        return saved
 
     try:
         if own_guard:
             guard.__enter__()
-        while step < int(cfg.train.total_steps):
+        while step < int(cfg.train.total_steps) and not preempted:
             t_step = time.perf_counter()
             timing: dict[str, float] = {}
             # 1. prompts and rollouts
@@ -262,6 +281,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
                                 stop_token_ids=stop_ids, seed=int(cfg.train.seed) * STEP_SEED_STRIDE + step)
             outs = engine.generate(prompts, n, sp)
             comps = [c for o in outs for c in o]  # row p*n + s
+            fault_point("gen", step)
             timing["gen"] = time.perf_counter() - t0
             # 2. rewards
             t0 = time.perf_counter()
@@ -269,6 +289,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             graded = pool.grade_problems([problems[i] for i in idx for _ in range(n)], texts,
                                          timeout_s=float(cfg.data.grade_timeout_s))
             rewards = np.asarray([g.reward for g in graded], np.float32)
+            fault_point("reward", step)
             timing["reward"] = time.perf_counter() - t0
             # 3. old / reference log-probs, advantages
             t0 = time.perf_counter()
@@ -304,6 +325,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
                             f"{nonfinite_run} consecutive updates had a non-finite loss or gradient (step {step}); "
                             f"train.max_nonfinite_in_a_row={cfg.train.max_nonfinite_in_a_row}")
             timing["update_actor"] = time.perf_counter() - t0
+            fault_point("update", step)
             # 5. weight sync
             t0 = time.perf_counter()
             engine.sync_weights(learner.policy_model(), step + 1)
@@ -355,14 +377,17 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             if guard.requested_anywhere() or (stop_after is not None and step - start >= stop_after):
                 preempted = step < int(cfg.train.total_steps)
                 break
-        save(step, force=True)
+        if step > start:  # nothing to save when stopped during start-up
+            save(step, force=True)
         final = None
         if not preempted and cfg.train.export_final:
             from rlvr_jax.models import save_hf
             final = os.path.join(out_dir, "final_hf")
-            save_hf(learner.policy_model(), final, source_dir=cfg.model.hf_path or None)
-            if is_main and (cfg.model.tokenizer_path or cfg.model.hf_path):
-                tokenizer.save_pretrained(final)
+            fault_point("export", step)
+            with atomic_directory(final, is_main) as tmp:  # a kill leaves the old export or none, never half
+                save_hf(learner.policy_model(), tmp, source_dir=cfg.model.hf_path or None)
+                if is_main and (cfg.model.tokenizer_path or cfg.model.hf_path):
+                    tokenizer.save_pretrained(tmp)
         if is_main and metrics:
             print(format_metric_line(step, metrics), flush=True)
         return RunResult(step, out_dir, metrics, preempted, final)
@@ -387,6 +412,9 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
+
+    from rlvr_jax.config.overrides import exit_on_unknown_overrides
+    exit_on_unknown_overrides()  # a misspelled --config.a.b names the valid fields, before any start-up
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:arg])",
                                     lock_config=True)
     flags.mark_flags_as_required(["config"])

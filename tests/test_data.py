@@ -64,8 +64,8 @@ def test_jsonl_and_parquet_paths(tmp_path):
     assert a.name == "mine" and [p.problem for p in a] == ["Q1", "Q2"]
     b = load_dataset("amc23", tmp_path)  # registry name resolved to the parquet file
     assert [(p.id, p.answer) for p in b] == [("x1", "1"), ("x2", "2")]
-    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n{oops\n')
-    with pytest.raises(ValueError, match="bad.jsonl:2: invalid JSON"):
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n{oops\n')  # no problem column, then a torn line
+    with pytest.raises(ValueError, match=r"no column problem \(or question\) / answer.*found are \['id'\]"):
         load_dataset(str(tmp_path / "bad.jsonl"))
 
 

@@ -184,15 +184,19 @@ def test_resume_is_bitwise_exact(env, tmp_path):
     assert ma[-1]["actor/pg_loss"] == mb[-1]["actor/pg_loss"]
 
 
-def test_sigterm_saves_checkpoint_and_stops(env, tmp_path):
+def test_sigterm_saves_checkpoint_and_stops(env, tmp_path, monkeypatch):
     cfg = tiny(env, "nsr", tmp_path / "s", total_steps=5, train__export_final=False, checkpoint__every=100)
     with PreemptionGuard() as guard:
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives during step 1; honoured at its end
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during start-up: the run stops before its first step
         res = run(cfg, tokenizer=env["tok"], guard=guard)
-    assert res.preempted and res.steps_done == 1
+    assert res.preempted and res.steps_done == 0
+    assert Checkpointer(str(tmp_path / "s" / "checkpoints")).latest_step() is None
+    monkeypatch.setenv("RLVR_FAULT_AT", "gen:0:TERM")  # SIGTERM to itself right after step 1's generation
+    res = run(cfg, tokenizer=env["tok"])
+    assert res.preempted and res.steps_done == 1  # a signal during a step is honoured at its end
     assert Checkpointer(str(tmp_path / "s" / "checkpoints")).latest_step() == 1
-    res = run(cfg.copy_and_resolve_references() if hasattr(cfg, "copy_and_resolve_references") else cfg,
-              tokenizer=env["tok"], stop_after=1)
+    monkeypatch.delenv("RLVR_FAULT_AT")
+    res = run(cfg, tokenizer=env["tok"], stop_after=1)
     assert res.steps_done == 2  # resumed from 1
 
 

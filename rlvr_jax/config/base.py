@@ -36,6 +36,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         # decode kernel reads only the filled slots of a head-major cache; CPU runs it interpreted, slow)
         decode_attention_impl="xla",
         logprob_chunk_size=1024,  # sequence chunk for the chunked log-softmax (memory knob)
+        nonfinite_weights="error",  # NaN/inf in the loaded hf_path weights: error | warn (load anyway)
     ))
 
     c.data = ml_collections.ConfigDict(dict(

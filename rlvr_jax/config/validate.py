@@ -261,6 +261,11 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
             _check(missing is None, "logging.eval_datasets", str(missing))
         if ck.init_from:
             _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")
+    # reliability checks: values that would fail after start-up, writable output dirs (rlvr_jax/config/checks.py)
+    from rlvr_jax.config import checks
+    checks.check_values(cfg)
+    if check_files:
+        checks.check_output_dirs(cfg)
     return batching
 
 

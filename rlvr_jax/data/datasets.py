@@ -12,7 +12,13 @@ Data-quality rules (applied by every loader, so nothing downstream has to care):
 * a row whose problem or answer is missing or blank is **skipped and counted**, never graded (a grader
   comparing ``''`` with ``''`` would call anything correct); the skipped ids are logged once per load;
 * duplicated problems (same text after whitespace normalisation) are **reported** (``Dataset.duplicates``,
-  logged once) and kept, so row counts match the published files; pass ``dedupe=True`` to drop them.
+  logged once) and kept, so row counts match the published files; pass ``dedupe=True`` to drop them;
+* a malformed row (a line that is not UTF-8, not JSON or not an object; a field of the wrong type, e.g. a list
+  as the answer) is **skipped, counted** (``Dataset.malformed``, with file:line and the reason) and logged once;
+  a UTF-8 BOM and CRLF line ends are read normally (:mod:`rlvr_jax.data.rows`);
+* an id used by an earlier row is **reported** (``Dataset.duplicate_ids``; the evaluator refuses them);
+* a file with no usable row, or with none of the expected columns, raises :class:`DataFileError` naming the
+  columns it holds.
 
 Names: ``math_train``, ``math_test``, ``math500``, ``aime2024``, ``aime2025``, ``amc23`` resolve to
 ``<data_dir>/<name>.jsonl`` (or ``.parquet``); any path to a ``.jsonl``/``.parquet`` file also works;
@@ -23,12 +29,14 @@ problems of :mod:`rlvr_jax.data.code`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
 import re
 from typing import Any, Iterator, Sequence
+
+from rlvr_jax.data.rows import (BadRow, DataFileError, check_columns, columns_of, read_jsonl, read_parquet,
+                                row_type_error)
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +88,8 @@ class Dataset(Sequence[Problem]):
     skipped: list[str] = dataclasses.field(default_factory=list)  # ids of rows with a blank problem/answer
     duplicates: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, id of first copy)
     path: str = ""
+    malformed: list[BadRow] = dataclasses.field(default_factory=list)  # unreadable / wrongly typed rows
+    duplicate_ids: list[str] = dataclasses.field(default_factory=list)  # ids seen again later in the file
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -113,21 +123,38 @@ def _to_str(x: Any) -> str:
     return str(x).strip()
 
 
-def build_dataset(name: str, rows: Sequence[dict], *, path: str = "", dedupe: bool = False) -> Dataset:
-    """Normalises raw rows into a :class:`Dataset`, applying the skip / duplicate rules of the module docstring."""
+def build_dataset(name: str, rows: Sequence[dict], *, path: str = "", dedupe: bool = False,
+                  bad: Sequence[BadRow] = ()) -> Dataset:
+    """Normalises raw rows into a :class:`Dataset`, applying the skip / duplicate rules of the module docstring.
+
+    ``bad``: rows the reader already rejected (undecodable lines); they are counted and reported with the rest.
+    A row may carry ``_line`` (its line in the file), used to say where a rejected row was.
+    """
     problems: list[Problem] = []
     skipped: list[str] = []
+    malformed: list[BadRow] = list(bad)
     duplicates: list[tuple[str, str]] = []
+    duplicate_ids: list[str] = []
     seen: dict[str, str] = {}
+    seen_ids: set[str] = set()
     for i, row in enumerate(rows):
+        where = f"{path or name}:{row.get('_line', i + 1)}" if isinstance(row, dict) else f"{path or name}:{i + 1}"
         if not isinstance(row, dict):
-            raise ValueError(f"{name}: row {i} is a {type(row).__name__}, expected a JSON object")
+            malformed.append(BadRow(where, f"a {type(row).__name__}, expected an object"))
+            continue
+        why = row_type_error(row)
+        if why is not None:
+            malformed.append(BadRow(where, why))
+            continue
         pid = _to_str(row["id"]) if not _blank(row.get("id")) else f"{name}-{i}"
         text = next((row[k] for k in _PROBLEM_KEYS if not _blank(row.get(k))), None)
         answer = row.get("answer")
         if text is None or _blank(answer):
             skipped.append(pid)
             continue
+        if pid in seen_ids:
+            duplicate_ids.append(pid)
+        seen_ids.add(pid)
         key = _norm_text(str(text))
         if key in seen:
             duplicates.append((pid, seen[key]))
@@ -141,47 +168,47 @@ def build_dataset(name: str, rows: Sequence[dict], *, path: str = "", dedupe: bo
                                 source=extras["source"] or name, solution=extras["solution"],
                                 level=extras["level"], type=extras["type"], task=task,
                                 metadata=row.get("metadata") if isinstance(row.get("metadata"), dict) else None))
+    _report(name, skipped, malformed, duplicates, duplicate_ids, dedupe)
+    if not problems and (rows or malformed):
+        raise DataFileError(
+            f"{path or name}: no usable row ({len(rows) + len(bad)} read, {len(skipped)} with an empty problem or "
+            f"answer, {len(malformed)} malformed{': ' + str(malformed[0]) if malformed else ''})")
+    return Dataset(name=name, problems=problems, skipped=skipped, duplicates=duplicates, path=path,
+                   malformed=malformed, duplicate_ids=duplicate_ids)
+
+
+def _report(name, skipped, malformed, duplicates, duplicate_ids, dedupe) -> None:
+    """One warning per kind of problem found while loading (each row named once)."""
+    if malformed:
+        logger.warning("%s: skipped %d malformed row(s): %s", name, len(malformed), "; ".join(map(str, malformed)))
     if skipped:
         logger.warning("%s: skipped %d row(s) with an empty problem or answer: %s", name, len(skipped),
                        ", ".join(skipped))
     if duplicates:
         logger.warning("%s: %d duplicated problem(s) (%s): %s", name, len(duplicates),
                        "dropped" if dedupe else "kept", ", ".join(f"{a} == {b}" for a, b in duplicates))
-    return Dataset(name=name, problems=problems, skipped=skipped, duplicates=duplicates, path=path)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSON Lines file (blank lines ignored); a malformed line raises naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-    return rows
-
-
-def read_parquet(path: str | os.PathLike) -> list[dict]:
-    """Rows of a Parquet file as dicts (via pyarrow)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
+    if duplicate_ids:
+        logger.warning("%s: %d row(s) reuse an id already in the file: %s", name, len(duplicate_ids),
+                       ", ".join(duplicate_ids))
 
 
 def load_file(path: str | os.PathLike, name: str | None = None, *, dedupe: bool = False) -> Dataset:
-    """Loads a ``.jsonl`` / ``.json`` (JSON Lines) or ``.parquet`` file."""
+    """Loads a ``.jsonl`` / ``.json`` (JSON Lines) or ``.parquet`` file (malformed rows counted and skipped;
+    a file with no usable row or none of the expected columns raises :class:`DataFileError`)."""
     p = pathlib.Path(path)
     suffix = p.suffix.lower()
+    bad: list[BadRow] = []
     if suffix in (".jsonl", ".json"):
-        rows = read_jsonl(p)
+        rows, bad = read_jsonl(p)
+        if rows:
+            check_columns(p, columns_of(rows), True)
+        elif not bad:
+            raise DataFileError(f"{p}: the file holds no row")
     elif suffix == ".parquet":
         rows = read_parquet(p)
     else:
         raise ValueError(f"unsupported data file {str(p)!r}: expected .jsonl or .parquet")
-    return build_dataset(name or p.stem, rows, path=str(p), dedupe=dedupe)
+    return build_dataset(name or p.stem, rows, path=str(p), dedupe=dedupe, bad=bad)
 
 
 def default_data_dir() -> pathlib.Path:

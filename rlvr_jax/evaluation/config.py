@@ -16,7 +16,9 @@ SAMPLING_PRESETS: dict[str, dict] = {
 }
 
 # Fields that define the samples on disk: resuming into an output dir requires them to match.
-RESUME_KEYS = ("n", "temperature", "top_p", "top_k", "max_new_tokens", "seed", "template", "greedy")
+RESUME_KEYS = ("n", "temperature", "top_p", "top_k", "max_new_tokens", "seed", "template", "greedy", "seeding",
+               "policy", "engine")
+SEEDING = "per-problem-v1"  # sample s of problem p uses problem_seed(seed, p.id) + s (rlvr_jax.evaluation.runner)
 
 
 def default_ks(n: int) -> tuple[int, ...]:
@@ -48,6 +50,9 @@ class EvalConfig:
     grade_timeout_s: float = 10.0
     grade_workers: int | None = None
     save_text: bool = False             # keep the decoded responses in the records
+    seeding: str = SEEDING              # how samples are seeded (a resume check: older outputs seeded by batch)
+    policy: str = ""                    # what is evaluated (checkpoint path), checked on resume when set
+    engine: str = ""                    # jax | vllm (the same seeds give different samples per engine)
 
     def __post_init__(self):
         if self.n < 1:

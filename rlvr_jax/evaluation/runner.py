@@ -10,12 +10,22 @@ Output directory layout::
     out_dir/pass_at_k.png              pass@k curves, log2 k axis
 
 Re-running with the same ``out_dir`` skips every problem whose records are complete and regenerates the
-others. ``token_entropy_fn(prompts, completions) -> list of per-token entropy arrays`` supplies the
-raw-distribution entropies for the token-level entropy metric (e.g. :func:`make_model_token_entropy_fn`);
-without it that metric is reported as missing.
+others; it refuses to continue when the saved settings (``EvalConfig.resume_fingerprint``: sampling, seed,
+seeding scheme, policy, engine) differ.
+
+Seeds: sample ``s`` of problem ``p`` is drawn with the per-problem seed :func:`problem_seed` (``seed``, ``p.id``),
+so results depend neither on ``prompt_batch_size`` nor on which problems share a batch (nor on resuming). An
+engine that honours ``SamplingParams.prompt_seeds`` gets whole batches; another gets one call per problem.
+Problem ids must be unique within a dataset (records are keyed by id): a repeated id is an error.
+
+``token_entropy_fn(prompts, completions) -> list of per-token entropy arrays`` supplies the raw-distribution
+entropies for the token-level entropy metric (e.g. :func:`make_model_token_entropy_fn`); without it that metric
+is reported as missing.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import pathlib
@@ -35,6 +45,31 @@ from rlvr_jax.rollout.base import RolloutEngine
 logger = logging.getLogger(__name__)
 
 TokenEntropyFn = Callable[[Sequence[Sequence[int]], Sequence[Sequence[int]]], Sequence[np.ndarray]]
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """The 32-bit seed of one problem: blake2b of (seed, problem id)."""
+    digest = hashlib.blake2b(f"{int(seed)}:{problem_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _generate_seeded(engine, prompts, batch, n: int, params, seed: int):
+    """``engine.generate`` with per-problem seeds (batched when the engine supports them)."""
+    seeds = [problem_seed(seed, p.id) for p in batch]
+    if getattr(engine, "supports_prompt_seeds", False):
+        return engine.generate(prompts, n, dataclasses.replace(params, prompt_seeds=tuple(seeds)))
+    return [engine.generate([pr], n, dataclasses.replace(params, seed=sd))[0] for pr, sd in zip(prompts, seeds)]
+
+
+def _check_unique_ids(name: str, ds) -> None:
+    seen, dup = set(), []
+    for p in ds:
+        if p.id in seen:
+            dup.append(p.id)
+        seen.add(p.id)
+    if dup:
+        raise ValueError(f"{name}: {len(dup)} problem id(s) appear more than once ({sorted(set(dup))[:5]}); "
+                         f"evaluation records are keyed by id, so every id must be unique")
 
 
 def dataset_dirname(name: str) -> str:
@@ -66,7 +101,7 @@ def _run_kind(engine, tokenizer, todo: list, cfg: EvalConfig, kind: str, path: p
     for start in range(0, len(todo), cfg.prompt_batch_size):
         batch = todo[start:start + cfg.prompt_batch_size]
         prompts = [encode_prompt(p.problem, cfg.template, tokenizer) for p in batch]
-        outs = engine.generate(prompts, n, params)
+        outs = _generate_seeded(engine, prompts, batch, n, params, cfg.seed)
         if len(outs) != len(batch) or any(len(o) != n for o in outs):
             raise RuntimeError(f"engine returned {[len(o) for o in outs]} completions for {len(batch)} prompts "
                                f"x n={n}")
@@ -109,6 +144,7 @@ def evaluate(engine: RolloutEngine, tokenizer, datasets: Mapping[str, Dataset] |
     try:
         for name, ds in datasets.items():
             ds = ds.take(cfg.max_problems)
+            _check_unique_ids(name, ds)
             ddir = out / dataset_dirname(name)
             ddir.mkdir(parents=True, exist_ok=True)
             kinds = [("sample", cfg.n, ddir / "samples.jsonl")] + (

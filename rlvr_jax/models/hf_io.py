@@ -88,13 +88,41 @@ class SafetensorsFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
+        size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
+            if size < 8 or n > size - 8:
+                raise ValueError(f"{self.path}: truncated or not a safetensors file ({size} bytes, header of "
+                                 f"{n} bytes announced)")
+            try:
+                header = json.loads(f.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{self.path}: unreadable safetensors header ({e})") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{self.path}: the safetensors header is not a JSON object")
         header.pop("__metadata__", None)
         self.header = header
         self._base = 8 + n
-        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        for name in header:
+            self._check_entry(name, size - self._base)
+        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r") if size > self._base else np.zeros(0, np.uint8)
+
+    def _check_entry(self, name: str, data_bytes: int) -> None:
+        """The entry's dtype is known and its byte range matches its shape and lies inside the file."""
+        info = self.header[name]
+        try:
+            dtype, shape, (s, e) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{self.path}: tensor {name!r} has a malformed header entry {info!r}") from None
+        if dtype not in SAFE_DTYPES:
+            return  # reported by tensor() if the model ever reads it
+        want = int(np.prod(shape)) * SAFE_DTYPES[dtype].itemsize
+        if not 0 <= s <= e or e - s != want:
+            raise ValueError(f"{self.path}: tensor {name!r} spans bytes [{s}, {e}) but shape {shape} {dtype} "
+                             f"needs {want}")
+        if e > data_bytes:
+            raise ValueError(f"{self.path}: tensor {name!r} ends at byte {e} of the data but the file holds only "
+                             f"{data_bytes}: the file is truncated")
 
     def keys(self):
         return self.header.keys()
@@ -138,14 +166,16 @@ def _checkpoint_files(path: pathlib.Path) -> dict[str, SafetensorsFile]:
 # load_hf
 # ---------------------------------------------------------------------------------------------
 def load_hf(path, dtype: str = "float32", param_dtype: str | None = None, mesh=None, rules=None,
-            **config_overrides) -> tuple[Decoder, ModelConfig]:
+            nonfinite: str = "error", **config_overrides) -> tuple[Decoder, ModelConfig]:
     """Loads a Hugging Face checkpoint directory into a :class:`Decoder`.
 
     ``dtype`` is the compute dtype, ``param_dtype`` the weight storage dtype (default: ``dtype``).
     With ``mesh`` every parameter is created directly with its ``NamedSharding`` (per ``rules``,
     default :data:`rlvr_jax.sharding.DEFAULT_RULES`); without, on the first local device. Other
     :class:`ModelConfig` fields (``remat``, ``attention_impl``...) can be overridden by keyword.
-    Raises ``ValueError`` naming the tensor for missing, unexpected or mis-shaped tensors.
+    Raises ``ValueError`` naming the tensor for missing, unexpected or mis-shaped tensors, and naming file and
+    tensor for a truncated or damaged safetensors file. Weights holding NaN or infinity raise a ``ValueError``
+    naming them (``nonfinite="error"``) or are logged as a warning (``"warn"``).
     """
     from ..sharding import check_divisible
 
@@ -192,7 +222,24 @@ def load_hf(path, dtype: str = "float32", param_dtype: str | None = None, mesh=N
             return np.ascontiguousarray(block.astype(pdt, copy=False))
 
         var.set_value(jax.make_array_from_callback(shape, sharding, cb))
+    _check_finite(path, {name: var.get_value() for name, var, _ in entries}, nonfinite)
     return model, config
+
+
+def _check_finite(path, named: dict, mode: str) -> None:
+    from ..integrity import nonfinite_arrays
+    if mode not in ("error", "warn"):
+        raise ValueError(f"load_hf: nonfinite must be 'error' or 'warn', got {mode!r}")
+    bad = nonfinite_arrays(named)
+    if not bad:
+        return
+    msg = (f"checkpoint {path}: {len(bad)} tensor(s) hold NaN or infinite values: {', '.join(bad[:8])}"
+           + (" ..." if len(bad) > 8 else ""))
+    if mode == "error":
+        raise ValueError(msg + " (set model.nonfinite_weights='warn' to load them anyway)")
+    import logging
+    logging.getLogger(__name__).warning(msg)
+    print(f"WARNING: {msg}", flush=True)
 
 
 def _spec_for(var, rules) -> PartitionSpec:

@@ -25,6 +25,10 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop_token_ids: tuple[int, ...] = ()
     seed: int = 0
+    # Optional per-prompt seeds (one per prompt of a generate call): sample s of prompt p is then a function of
+    # (prompt_seeds[p], s) alone, not of p's position in the batch. Honoured by engines whose
+    # ``supports_prompt_seeds`` is True; the evaluator falls back to one call per prompt elsewhere.
+    prompt_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -34,6 +38,8 @@ class SamplingParams:
         if self.max_new_tokens < 1:
             raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        if self.prompt_seeds is not None:
+            object.__setattr__(self, "prompt_seeds", tuple(int(s) for s in self.prompt_seeds))
 
     @property
     def greedy(self) -> bool:
@@ -62,6 +68,7 @@ class RolloutEngine(abc.ABC):
     """Generates completions for token-id prompts; the trainer never knows which engine it holds."""
 
     logprob_convention: str = LOGPROB_CONVENTION
+    supports_prompt_seeds: bool = False  # honours SamplingParams.prompt_seeds
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], n: int,

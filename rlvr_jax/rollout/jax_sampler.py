@@ -33,7 +33,9 @@ never recompiles. ``num_compilations`` counts traces of the generate function.
 
 Randomness: sequence ``r = prompt_index * n + sample_index`` at step ``t`` uses
 ``fold_in(fold_in(key(seed), r), t)``, so the same request with the same seed gives identical output
-and samples do not depend on chunking. Log-probs follow the RAW convention of
+and samples do not depend on chunking. With ``params.prompt_seeds`` the row id is instead
+``(prompt_seeds[p] + sample_index) mod 2**32``, so a sample depends on its prompt's seed, not on its position
+in the batch (the evaluator's per-problem seeds). Log-probs follow the RAW convention of
 ``rlvr_jax.rollout.base`` (log_softmax of the untempered, untruncated logits).
 
 Schedulers (``scheduler=``, config ``rollout.jax.scheduler``): ``'static'`` is the layout above, one compiled
@@ -96,6 +98,8 @@ class JaxSampler(RolloutEngine):
       refill_rows: continuous only: requests prefilled per refill (default: an eighth of the slots).
       queue_slots: continuous only: requests handed to one compiled call, in multiples of the slot count.
     """
+
+    supports_prompt_seeds = True
 
     def __init__(self, model: nnx.Module, *, pad_id: int = 0, eos_token_ids: Sequence[int] = (),
                  max_batch_size: int = 256, batch_buckets: Optional[Sequence[int]] = None,
@@ -200,7 +204,13 @@ class JaxSampler(RolloutEngine):
         stop_arr[:len(stop_ids)] = stop_ids
 
         rows = [(p, s) for p in range(len(prompts)) for s in range(n)]
-        args = ([prompts[p] for p, _ in rows], [p * n + s for p, s in rows], [caps[p] for p, _ in rows])
+        if params.prompt_seeds is not None and len(params.prompt_seeds) != len(prompts):
+            raise ValueError(f"{len(params.prompt_seeds)} prompt_seeds for {len(prompts)} prompts")
+
+        def row_id(p: int, s: int) -> int:  # as the int32 holding the same 32 bits (row_keys reads uint32)
+            r = p * n + s if params.prompt_seeds is None else (params.prompt_seeds[p] + s) % (1 << 32)
+            return r - (1 << 32) if r >= (1 << 31) else r
+        args = ([prompts[p] for p, _ in rows], [row_id(p, s) for p, s in rows], [caps[p] for p, _ in rows])
         if self.scheduler == "continuous":
             outs, self.last_stats = self._continuous.run(*args, params, stop_arr, num_new_bucket)
         else:
