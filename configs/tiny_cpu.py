@@ -1,7 +1,9 @@
 """A tiny random model that trains on CPU in seconds: `--config=configs/tiny_cpu.py:nsr` picks the algorithm.
 
-The algorithm string is any of rlvr_jax.config.presets.ALGORITHMS (default grpo); append `,vllm` to use the
-vLLM server engine instead of the in-process JAX sampler (e.g. `configs/tiny_cpu.py:nsr,vllm`).
+The algorithm is any of rlvr_jax.config.presets.ALGORITHMS (ppo, grpo, psr, nsr, w_reinforce, reinforce, dapo,
+gspo, grpo_n, gspo_n; default grpo) with its paper preset; append `,vllm` to use the vLLM server engine instead
+of the in-process JAX sampler (e.g. `configs/tiny_cpu.py:nsr,vllm`). The tokenizer is the built-in byte-level
+one (`model.tokenizer_path="builtin:bytes"`, rlvr_jax.data.byte_tokenizer), so only the data directory is needed.
 """
 from rlvr_jax.config.presets import experiment
 

@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from rlvr_jax.models.logprobs import token_logprobs
-from rlvr_jax.objectives import get_objective, loss_denominator
+from rlvr_jax.objectives import get_objective, hparams_from_config, loss_denominator
 from rlvr_jax.objectives.types import ObjectiveHParams
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -305,13 +305,7 @@ class LearnerOptions:
     @classmethod
     def from_config(cls, cfg, total_updates: int) -> "LearnerOptions":
         a, o, t = cfg.algo, cfg.optim, cfg.train
-        hp = ObjectiveHParams(form=a.form, use_clip=bool(a.use_clip), clip_eps_low=float(a.clip_eps_low),
-                              clip_eps_high=float(a.clip_eps_high),
-                              kl_coef=0.0 if a.kl_in_reward else float(a.kl_coef),
-                              kl_estimator=a.kl_estimator, entropy_coef=float(a.entropy_coef),
-                              agg_mode=a.loss_agg_mode, agg_max_len=int(cfg.rollout.max_new_tokens),
-                              lam=float(a.lam))
-        return cls(objective=a.name, hp=hp, micro_batch_size=int(t.micro_batch_size),
+        return cls(objective=a.name, hp=hparams_from_config(cfg), micro_batch_size=int(t.micro_batch_size),
                    length_bucket=int(t.length_bucket), logprob_chunk_size=int(cfg.model.logprob_chunk_size),
                    lr=float(o.lr), weight_decay=float(o.weight_decay), b1=float(o.b1), b2=float(o.b2),
                    eps=float(o.eps), grad_clip=float(o.grad_clip), warmup_steps=int(o.warmup_steps),
@@ -440,6 +434,7 @@ class Learner:
         sums, info = self.policy.update(self._stacked(minibatch, keys), self._denominator(minibatch))
         n = max(sums["n_tokens"], 1.0)
         return {"actor/pg_loss": sums["pg_loss"] / n, "actor/pg_clipfrac": sums["pg_clipfrac"] / n,
+                "actor/pg_clipfrac_lower": sums["pg_clipfrac_lower"] / n,
                 "actor/ppo_kl": sums["ppo_kl"] / n, "actor/entropy": sums["entropy"] / n,
                 "actor/kl_loss": sums["kl"] / n, "actor/kept_token_frac": sums["n_kept"] / n,
                 "actor/loss": info["loss"], "actor/grad_norm": info["grad_norm"], "actor/lr": info["lr"],

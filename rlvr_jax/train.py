@@ -4,16 +4,18 @@ One RL step (verl's order):
   1. sample ``prompt_batch_size`` prompts (resumable, seeded order) and generate ``rollout.n`` rollouts each
      with the configured engine (in-process JAX sampler or vLLM server);
   2. grade them (math equivalence / Reasoning Gym scorer in a worker pool) into rewards in {-1,+1} (or {0,1});
-  3. advantages: raw reward (PSR / NSR / W-REINFORCE / REINFORCE, no normalisation), group-normalised (GRPO,
-     DAPO, GSPO, -N variants) or GAE on a critic (PPO, with the KL penalty folded into the reward);
-  4. samples are selected by the objective itself (PSR keeps r=+1, NSR keeps r=-1; the objectives' docstrings)
-     and the kept counts are reported (``train/kept_samples``);
-  5. old-policy (and reference) log-probs recomputed by the learner;
-  6. ``ppo_epochs`` passes over shuffled mini-batches of ``mini_batch_size`` prompts, one exact accumulated
-     AdamW update each (``rlvr_jax.learner``), the critic first for PPO;
+  3. old-policy (and reference) log-probs recomputed by the learner;
+  4. advantages (``rlvr_jax.update_plan``): from correctness (PSR / NSR / W-REINFORCE / REINFORCE, +1 / -1
+     whatever the reward format), group-normalised (GRPO, DAPO, GSPO, -N variants) or GAE on a critic (PPO,
+     KL penalty folded into the reward, whitened over the batch with ``algo.whiten_advantages``);
+  5. the rows the objective learns from (``rlvr_jax.objectives.selection``: PSR the correct ones, NSR the
+     incorrect ones), counted in ``train/kept_samples``; with ``algo.sample_selection="drop"`` only they enter
+     the mini-batches (the NSR paper's released code), with ``"mask"`` all rows do;
+  6. ``ppo_epochs`` passes over the mini-batches (``train.shuffle_minibatches``: permuted; the papers: not),
+     one exact accumulated AdamW update each (``rlvr_jax.learner``), the critic first for PPO;
   7. weights synced to the engine; metrics, held-out greedy evaluation and checkpoints.
 
-Reproducibility: the prompt order, the sampling seed of step s and the mini-batch shuffles are functions of
+Reproducibility: the prompt order, the sampling seed of step s and any mini-batch shuffles are functions of
 (``train.seed``, s) only, and the data position, parameters and optimizer state are checkpointed, so a run
 resumed from step s continues bit-identically. SIGTERM/SIGINT checkpoint at the end of the current step.
 Multi-host: every process runs the same loop on the same host data (identical seeds); arrays are global over
@@ -34,9 +36,11 @@ from flax import nnx
 
 from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
 from rlvr_jax.config import as_plain, resolve_mesh_shape, validate_config
-from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences, take_rows
+from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences
 from rlvr_jax.logging_utils import MetricsWriter, Progress, format_metric_line
-from rlvr_jax.objectives import advantages as adv_lib
+from rlvr_jax.objectives import kept_rows
+from rlvr_jax.update_plan import (actor_minibatches, compute_advantages, minibatch_batch,  # noqa: F401
+                                  minibatch_rows, selection_metrics)
 from rlvr_jax.rollout import SamplingParams
 
 STEP_SEED_STRIDE = 1_000_003
@@ -80,9 +84,9 @@ def build_model(cfg, mesh, rules):
 
 
 def load_tokenizer(cfg):
-    from transformers import AutoTokenizer
-    path = cfg.model.tokenizer_path or cfg.model.hf_path
-    return AutoTokenizer.from_pretrained(path)
+    """The tokenizer at model.tokenizer_path (else hf_path); ``builtin:bytes`` is built offline."""
+    from rlvr_jax.data.byte_tokenizer import load_tokenizer_path
+    return load_tokenizer_path(cfg.model.tokenizer_path or cfg.model.hf_path)
 
 
 def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir: str):
@@ -132,55 +136,6 @@ def encode_dataset(ds, cfg, tokenizer) -> tuple[list, list[list[int]], int]:
     return keep, ids, dropped
 
 
-def compute_advantages(cfg, rewards: np.ndarray, batch: dict, learner: Learner) -> tuple[np.ndarray, dict]:
-    """Per-token advantages [N, R] (rows grouped by prompt, n consecutive rows each) and extra metrics."""
-    a = cfg.algo
-    mask = batch["response_mask"]
-    extra: dict[str, float] = {}
-    if a.adv_estimator == "raw":
-        adv = adv_lib.raw_reward_advantages(rewards, mask)
-    elif a.adv_estimator == "grpo":
-        seq = adv_lib.group_normalized_advantages(rewards, int(cfg.rollout.n), scale_by_std=bool(a.norm_adv_by_std))
-        adv = adv_lib.broadcast_to_tokens(seq, mask)
-    elif a.adv_estimator == "gae":
-        values = learner.compute_values(batch)
-        batch["old_values"] = values
-        if a.kl_in_reward and a.kl_coef > 0:
-            tok_r = adv_lib.kl_shaped_rewards(rewards, batch["old_logp"], batch["ref_logp"], mask,
-                                              float(a.kl_coef), a.kl_estimator)
-            kl = adv_lib.kl_estimate(jnp.asarray(batch["old_logp"]), jnp.asarray(batch["ref_logp"]),
-                                     jnp.asarray(mask) != 0, a.kl_estimator)
-            extra["actor/reward_kl_penalty"] = float(jnp.sum(kl) / max(mask.sum(), 1))
-        else:
-            tok_r = adv_lib.kl_shaped_rewards(rewards, batch["old_logp"], batch["old_logp"], mask, 0.0)
-        adv, returns = adv_lib.gae(tok_r, values, mask, float(a.gamma), float(a.gae_lambda))
-        batch["returns"] = np.asarray(returns, np.float32)
-        extra["critic/values/mean"] = float((values * mask).sum() / max(mask.sum(), 1))
-        extra["critic/returns/mean"] = float((np.asarray(returns) * mask).sum() / max(mask.sum(), 1))
-    else:
-        raise ValueError(f"unknown algo.adv_estimator {a.adv_estimator!r}")
-    adv = np.asarray(adv, np.float32) * (mask != 0)
-    extra["critic/advantages/mean"] = float(adv.sum() / max(mask.sum(), 1))
-    return adv, extra
-
-
-def kept_mask(algo: str, rewards: np.ndarray, positive: float) -> np.ndarray:
-    """Samples whose tokens drive the policy gradient: PSR correct only, NSR incorrect only, else all."""
-    correct = rewards >= positive
-    if algo == "psr":
-        return correct
-    if algo == "nsr":
-        return ~correct
-    return np.ones_like(correct)
-
-
-def minibatch_rows(num_prompts: int, n: int, num_mini_batches: int, rng: np.random.Generator | None):
-    """Row indices of each mini-batch: prompts (shuffled when ``rng``) split evenly, all n rollouts together."""
-    order = rng.permutation(num_prompts) if rng is not None else np.arange(num_prompts)
-    groups = np.split(order, num_mini_batches)
-    return [np.concatenate([np.arange(p * n, (p + 1) * n) for p in np.sort(g)]) for g in groups]
-
-
 def held_out_eval(engine, learner: Learner, tokenizer, problems, prompt_ids, cfg, pool, stop_ids) -> dict:
     """Greedy accuracy and mean token entropy (raw distribution) of the policy on held-out problems."""
     max_new = int(cfg.logging.eval_max_new_tokens) or int(cfg.rollout.max_new_tokens)
@@ -213,7 +168,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
     """Trains per ``cfg`` (validated first). ``stop_after``: return after this many steps of this call (as if
     preempted, with a checkpoint) - used by tests and for chunked jobs."""
     from rlvr_jax.data import PromptSampler, load_dataset, stop_token_ids
-    from rlvr_jax.rewards import GraderPool, reward_value
+    from rlvr_jax.rewards import GraderPool
     from rlvr_jax.sharding import initialize_distributed, make_mesh
 
     d = cfg.distributed
@@ -275,7 +230,6 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
         if is_main:
             print(f"[train] resumed from step {start} in {ckpt.directory}", flush=True)
 
-    positive = reward_value(True, cfg.data.reward_format)
     algo = cfg.algo.name
     n = batching.n
     own_guard = guard is None
@@ -326,17 +280,17 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
                 batch["ref_logp"], _ = learner.compute_logprobs(batch, reference=True)
             timing["old_log_prob"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            batch["advantages"], adv_metrics = compute_advantages(cfg, rewards, batch, learner)
+            correct = np.asarray([g.correct for g in graded], bool)
+            batch["advantages"], adv_metrics = compute_advantages(cfg, rewards, correct, batch, learner)
+            kept = kept_rows(algo, batch["advantages"], batch["response_mask"])  # what the gradient uses
             timing["adv"] = time.perf_counter() - t0
-            # 4. updates: ppo_epochs x shuffled mini-batches
+            # 4. updates: ppo_epochs x mini-batches (of the kept rows only with sample_selection="drop")
             t0 = time.perf_counter()
             upd: list[dict] = []
             crit: list[dict] = []
             for epoch in range(batching.ppo_epochs):
-                rng = (np.random.default_rng([int(cfg.train.seed), step, epoch])
-                       if cfg.train.shuffle else None)
-                for rows in minibatch_rows(len(prompts), n, batching.num_mini_batches, rng):
-                    mb = take_rows(batch, rows)
+                for rows in actor_minibatches(cfg, batching, kept, step, epoch):
+                    mb = minibatch_batch(cfg, batching, batch, rows)
                     if learner.critic is not None:
                         crit.append(learner.update_critic(mb))
                     m = learner.update(mb)
@@ -355,10 +309,9 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             # metrics
             mask = batch["response_mask"]
             lengths = np.asarray([len(c.token_ids) for c in comps])
-            correct = rewards >= positive
-            kept = kept_mask(algo, rewards, positive)
-            metrics = {k: float(np.mean([u[k] for u in upd])) for k in upd[0]}
+            metrics = {k: float(np.mean([u[k] for u in upd])) for k in (upd[0] if upd else ())}
             metrics["actor/skipped"] = float(sum(u["actor/skipped"] for u in upd))
+            metrics.update(selection_metrics(kept, mask, len(upd)))
             if crit:
                 metrics.update({k: float(np.mean([c[k] for c in crit])) for k in crit[0]})
             metrics.update(adv_metrics)
@@ -367,7 +320,6 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
                 "critic/score/min": float(rewards.min()),
                 "train/correct_ratio": float(correct.mean()),
                 "train/fully_solved_ratio": float(correct.reshape(-1, n).all(axis=1).mean()),
-                "train/kept_samples": int(kept.sum()), "train/kept_ratio": float(kept.mean()),
                 "train/rollout_entropy": float((old_ent * mask).sum() / max(mask.sum(), 1)),
                 "train/no_answer_ratio": float(np.mean([g.status == "no_answer" for g in graded])),
                 "train/dropped_long_prompts": dropped,

@@ -8,6 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from rlvr_jax.config import ConfigError, get_base_config, resolve_batching, resolve_mesh_shape, validate_config
+from rlvr_jax.config.presets import ALGORITHMS, experiment, set_algorithm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -22,7 +23,7 @@ def load(path, arg=None):
 
 def test_expected_config_files_exist():
     names = {os.path.basename(p)[:-3] for p in CONFIG_FILES}
-    expected = {f"{a}_{m}" for a in ("ppo", "grpo", "psr", "nsr", "wreinforce") for m in ("qwen25math", "qwen3")}
+    expected = {f"{a}_{m}" for a in ("ppo", "grpo", "psr", "nsr", "w_reinforce") for m in ("qwen25math", "qwen3")}
     expected |= {"dapo_qwen3", "gspo_qwen3", "grpo_n_qwen3", "gspo_n_qwen3", "grpo_llama32", "tiny_cpu"}
     assert expected <= names, expected - names
 
@@ -34,7 +35,7 @@ def test_every_config_validates(path):
     assert b.num_mini_batches * b.mini_batch_prompts == cfg.train.prompt_batch_size
 
 
-@pytest.mark.parametrize("algo", ["ppo", "grpo", "psr", "nsr", "wreinforce", "dapo", "gspo", "grpo_n", "gspo_n",
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "psr", "nsr", "w_reinforce", "dapo", "gspo", "grpo_n", "gspo_n",
                                   "reinforce"])
 def test_tiny_config_every_algorithm(algo):
     validate_config(load(os.path.join(ROOT, "configs", "tiny_cpu.py"), algo), check_files=False, num_devices=8)
@@ -46,8 +47,10 @@ def test_paper_hyperparameters():
     assert resolve_batching(nsr).updates_per_step == 4
     assert nsr.optim.lr == 1e-6 and nsr.rollout.temperature == 1.0
     assert nsr.algo.clip_eps_low == nsr.algo.clip_eps_high == 0.2 and nsr.algo.use_clip
-    assert nsr.algo.kl_coef == 0.0 and not nsr.algo.use_reference and nsr.algo.adv_estimator == "raw"
-    assert nsr.algo.entropy_coef == 1e-4
+    assert nsr.algo.kl_coef == 0.0 and not nsr.algo.use_reference and nsr.algo.adv_estimator == "correctness"
+    # the released code: verl's entropy default 1e-3 (D.1's text says 1e-4), samples dropped, no mini-batch shuffle
+    assert nsr.algo.entropy_coef == 1e-3 and nsr.algo.sample_selection == "drop"
+    assert not nsr.train.shuffle_minibatches and nsr.train.shuffle
     assert nsr.data.max_prompt_len + nsr.rollout.max_new_tokens == 4096
     q3 = load(os.path.join(ROOT, "configs", "psr_qwen3.py"))
     assert q3.data.max_prompt_len + q3.rollout.max_new_tokens == 32768 and q3.algo.name == "psr"
@@ -56,14 +59,17 @@ def test_paper_hyperparameters():
     assert grpo.algo.adv_estimator == "grpo"
     ppo = load(os.path.join(ROOT, "configs", "ppo_qwen25math.py"))
     assert ppo.algo.kl_coef == 1e-3 and ppo.algo.kl_in_reward and ppo.optim.critic_lr == 1e-5
-    assert ppo.algo.adv_estimator == "gae"
-    w = load(os.path.join(ROOT, "configs", "wreinforce_qwen3.py"))
+    assert ppo.algo.adv_estimator == "gae" and ppo.algo.whiten_advantages and ppo.algo.sample_selection == "mask"
+    w = load(os.path.join(ROOT, "configs", "w_reinforce_qwen3.py"))
     assert w.algo.name == "w_reinforce" and w.algo.lam == 0.1 and w.algo.kl_coef == 0.0
+    assert w.algo.sample_selection == "mask" and w.algo.adv_estimator == "correctness"
     dapo = load(os.path.join(ROOT, "configs", "dapo_qwen3.py"))
     assert (dapo.algo.clip_eps_low, dapo.algo.clip_eps_high, dapo.algo.kl_coef) == (0.2, 0.28, 0.0)
     llama = load(os.path.join(ROOT, "configs", "grpo_llama32.py"))
     assert "Llama-3.2-3B-Instruct" in llama.model.hf_path and llama.algo.kl_coef == 1e-3
-    assert llama.data.max_prompt_len + llama.rollout.max_new_tokens == 4096 and llama.algo.entropy_coef == 1e-4
+    assert llama.data.max_prompt_len + llama.rollout.max_new_tokens == 4096 and llama.algo.entropy_coef == 1e-3
+    gspo = load(os.path.join(ROOT, "configs", "gspo_qwen3.py"))
+    assert (gspo.algo.clip_eps_low, gspo.algo.entropy_coef) == (0.2, 1e-4)  # two-stage paper C.2 text
 
 
 def test_flag_overrides_and_config_string():
@@ -101,6 +107,16 @@ def _tiny():
     (lambda c: setattr(c.model, "tokenizer_path", ""), "model.tokenizer_path"),  # a preset needs a tokenizer
     (lambda c: setattr(c.model, "decode_attention_impl", "triton"), "model.decode_attention_impl"),
     (lambda c: setattr(c.mesh.shape, "tp", 3), "mesh.shape"),
+    (lambda c: setattr(c.algo, "sample_selection", "filter"), "algo.sample_selection"),
+    (lambda c: setattr(c.algo, "clip_ratio_c", 0.5), "algo.clip_ratio_c"),  # dual clip needs c > 1
+    (lambda c: setattr(c.algo, "log_ratio_clamp", -1.0), "algo.log_ratio_clamp"),
+    (lambda c: setattr(c.algo, "kl_value_clamp", -1.0), "algo.kl_value_clamp"),
+    (lambda c: setattr(c.model, "tokenizer_path", "builtin:words"), "model.tokenizer_path"),
+    # {0,1} rewards as raw advantages: NSR would get an exactly zero gradient
+    (lambda c: (set_algorithm(c, "nsr"), setattr(c.algo, "adv_estimator", "raw"),
+                setattr(c.data, "reward_format", "01")), "algo.adv_estimator"),
+    (lambda c: (set_algorithm(c, "w_reinforce"), setattr(c.algo, "adv_estimator", "raw"),
+                setattr(c.data, "reward_format", "01")), "algo.adv_estimator"),
 ])
 def test_validation_names_the_field(edit, field):
     cfg = _tiny()
@@ -152,3 +168,30 @@ def test_base_config_is_fresh_each_call():
     a, b = get_base_config(), get_base_config()
     a.optim.lr = 5.0
     assert b.optim.lr == 1e-6
+
+
+def test_one_spelling_per_algorithm_and_clear_errors():
+    from rlvr_jax.objectives import OBJECTIVES, get_objective
+    assert set(ALGORITHMS) == set(OBJECTIVES)
+    for bad in ("wreinforce", "W-REINFORCE"):
+        with pytest.raises(ValueError) as e:
+            experiment(bad, "tiny")
+        assert all(name in str(e.value) for name in ALGORITHMS), str(e.value)
+        with pytest.raises(ValueError) as e:
+            get_objective(bad)
+        assert "w_reinforce" in str(e.value) and "valid names" in str(e.value)
+    cfg = _tiny()
+    cfg.algo.name = "wreinforce"
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg, check_files=False, num_devices=8)
+    assert e.value.field == "algo.name" and "w_reinforce" in str(e.value)
+
+
+def test_preset_is_the_only_source_of_an_algorithms_settings():
+    """set_algorithm writes every algo field, so an earlier algorithm (or an edited base) cannot leak in."""
+    from rlvr_jax.config.presets import _COMMON
+    assert set(_COMMON) | {"name"} == set(get_base_config().algo)
+    for algo in ALGORITHMS:
+        fresh = experiment(algo, "tiny").algo
+        reused = set_algorithm(set_algorithm(get_base_config(), "ppo" if algo != "ppo" else "dapo"), algo).algo
+        assert fresh.to_dict() == reused.to_dict(), algo

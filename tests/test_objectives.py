@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from rlvr_jax.objectives import (AGG_MODES, OBJECTIVES, ObjectiveHParams, advantages, aggregate_sum,
-                                 default_hparams, get_objective, hparams_from_config, loss_denominator, loss_value,
+                                 get_objective, hparams_from_config, loss_denominator, loss_value,
                                  summarize_metrics, token_weights)
+from rlvr_jax.config.presets import preset_hparams
+
+
+def default_hparams(name, **overrides):
+    """The preset's hyper-parameters of ``name`` (rlvr_jax.config.presets, the only source) with overrides."""
+    return preset_hparams(name).replace(**overrides)
 
 
 pytestmark = pytest.mark.usefixtures("float64_module")
@@ -271,8 +277,8 @@ def test_registry_and_hparam_validation():
                                "gspo_n"}
     with pytest.raises(ValueError, match="'grpo_p'"):
         get_objective("grpo_p")
-    assert default_hparams("w_reinforce").lam == 0.1
-    assert default_hparams("dapo").eps_high == 0.28 and default_hparams("dapo").kl_coef == 0.0
+    assert preset_hparams("w_reinforce").lam == 0.1
+    assert preset_hparams("dapo").eps_high == 0.28 and preset_hparams("dapo").kl_coef == 0.0
     for bad, match in ((dict(form="ratio"), "'ratio'"), (dict(agg_mode="mean"), "'mean'"),
                        (dict(kl_estimator="k4"), "'k4'"), (dict(clip_eps_low=-0.1), "-0.1"),
                        (dict(lam=-1.0), "-1.0"), (dict(agg_max_len=0), "agg_max_len")):
@@ -289,17 +295,21 @@ def test_hparams_from_config():
     from rlvr_jax.config.base import get_base_config
     from rlvr_jax.config.presets import set_algorithm
 
-    c = get_base_config()
-    hp = hparams_from_config(set_algorithm(c, "dapo").algo)
+    hp = hparams_from_config(set_algorithm(get_base_config(), "dapo"))
     assert (hp.form, hp.clip_eps_low, hp.eps_high, hp.kl_coef) == ("clipped", 0.2, 0.28, 0.0)
-    hp = hparams_from_config(set_algorithm(get_base_config(), "ppo").algo)
+    hp = hparams_from_config(set_algorithm(get_base_config(), "ppo"))
     assert hp.kl_coef == 0.0  # PPO's KL goes into the reward
-    hp = hparams_from_config(set_algorithm(get_base_config(), "grpo").algo)
-    assert (hp.kl_coef, hp.kl_estimator) == (1e-3, "k3")
-    a = set_algorithm(get_base_config(), "wreinforce").algo
-    a.form = "reinforce"
-    hp = hparams_from_config(a)
-    assert (hp.form, hp.lam) == ("logprob", 0.1)
-    a.form = "bogus"
+    c = set_algorithm(get_base_config(), "grpo")
+    hp = hparams_from_config(c)
+    assert (hp.kl_coef, hp.kl_estimator, hp.agg_mode, hp.agg_max_len) == (1e-3, "k3", "token-mean",
+                                                                           c.rollout.max_new_tokens)
+    assert (hp.log_ratio_clamp, hp.clip_ratio_c, hp.kl_value_clamp) == (20.0, None, 10.0)  # 0 = off
+    from rlvr_jax.learner import LearnerOptions
+    assert LearnerOptions.from_config(c, 1).hp == hp  # the learner builds them with the same one function
+    c = set_algorithm(get_base_config(), "w_reinforce")
+    c.algo.form, c.algo.clip_ratio_c = "logprob", 3.0
+    hp = hparams_from_config(c)
+    assert (hp.form, hp.lam, hp.clip_ratio_c) == ("logprob", 0.1, 3.0)
+    c.algo.form = "bogus"
     with pytest.raises(ValueError, match="'bogus'"):
-        hparams_from_config(a)
+        hparams_from_config(c)

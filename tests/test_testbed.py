@@ -142,11 +142,11 @@ def test_testbed_config_validates(tmp_path):
     from rlvr_jax.config import validate_config
     from rlvr_jax.testbed.experiment import rl_config
 
-    for algo in ("psr", "nsr", "wreinforce", "grpo"):
+    for algo in ("psr", "nsr", "w_reinforce", "grpo"):
         c = rl_config(algo, str(tmp_path), str(tmp_path / algo))
         b = validate_config(c, check_files=False, num_devices=8)
         assert b.updates_per_step == 2 and c.data.template == "plain"
-    assert rl_config("wreinforce", "w", "o").algo.lam == 0.1
+    assert rl_config("w_reinforce", "w", "o").algo.lam == 0.1
     assert rl_config("grpo", "w", "o").algo.adv_estimator == "grpo"
 
 
@@ -166,7 +166,7 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
         assert (report / f).stat().st_size > 0, f
     s = json.loads((report / "summary.json").read_text())
     assert s["ks"] == [1, 2, 4, 8, 16, 32, 64]
-    assert set(s["heldout"]) == {"base", "psr", "nsr", "wreinforce", "grpo"}
+    assert set(s["heldout"]) == {"base", "psr", "nsr", "w_reinforce", "grpo"}
     for name, row in s["heldout"].items():
         curve = [row[f"pass@{k}"][0] for k in s["ks"]]
         assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in curve), (name, curve)
@@ -175,7 +175,7 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
         assert math.isfinite(row["answer_entropy"][0])
     base = s["heldout"]["base"]
     assert 0.0 < base["pass@1"][0] < base["pass@64"][0]  # the base solves some puzzles sometimes
-    for algo in ("psr", "nsr", "wreinforce", "grpo"):
+    for algo in ("psr", "nsr", "w_reinforce", "grpo"):
         rows = [json.loads(x) for x in (out / "seed0" / algo / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
         for r in rows:

@@ -78,21 +78,87 @@ def test_train_end_to_end_writes_metrics_and_export(env, tmp_path, algo):
     n = 2 * 4
     correct = round(r["train/correct_ratio"] * n)
     assert r["train/kept_samples"] == (n - correct if algo == "nsr" else n)
+    assert (r["train/kept_token_frac"] == 1.0) == (r["train/kept_samples"] == n)  # f = 1 iff every row is kept
     assert os.path.isfile(out / "final_hf" / "config.json")
     assert Checkpointer(str(out / "checkpoints")).latest_step() == 2
 
 
-@pytest.mark.parametrize("algo", ["ppo", "psr", "w_reinforce_cfg", "reinforce", "dapo", "gspo", "grpo_n", "gspo_n"])
-def test_every_algorithm_trains_one_step(env, tmp_path, algo):
-    name = "wreinforce" if algo == "w_reinforce_cfg" else algo
-    res = run(tiny(env, name, tmp_path / name, train__export_final=False), tokenizer=env["tok"])
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def algorithm_names_in_readme_and_configs() -> set[str]:
+    """Every algorithm name the README's tiny command line and the configs/ file names spell."""
+    import glob
+    import re
+    from rlvr_jax.config.presets import MODELS
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    names = set(re.findall(r"tiny_cpu\.py:([a-z_]+)", readme))  # (`tiny_cpu.py:NAME` is the placeholder)
+    for group in re.findall(r"\{([a-z_,]+)\}_\{", readme):  # `{ppo,grpo,...}_{qwen25math,qwen3}`
+        names |= set(group.split(","))
+    for path in glob.glob(os.path.join(ROOT, "configs", "*_*.py")):
+        stem = os.path.basename(path)[:-3]
+        for m in MODELS:
+            if stem.endswith("_" + m):
+                names.add(stem[:-len(m) - 1])
+    return names
+
+
+def test_readme_and_config_names_are_the_registered_algorithms():
+    from rlvr_jax.config.presets import ALGORITHMS
+    names = algorithm_names_in_readme_and_configs()
+    assert {"w_reinforce", "nsr", "ppo", "gspo_n"} <= names
+    assert names <= set(ALGORITHMS), names - set(ALGORITHMS)
+
+
+def tiny_cpu(env, algo, out, **kw):
+    """``--config=configs/tiny_cpu.py:ALGO`` as the command line loads it, with the README's built-in tokenizer
+    (nothing passed in), cut to one short step on the test data."""
+    from ml_collections import config_flags
+    c = config_flags.config_flags._LoadConfigModule("tiny_cpu", os.path.join(ROOT, "configs", "tiny_cpu.py")) \
+        .get_config(algo)
+    assert c.algo.name == algo and c.model.tokenizer_path == "builtin:bytes"
+    c.data.data_dir = env["data"]
+    c.logging.out_dir = str(out)
+    c.logging.progress = False
+    c.logging.eval_every = 0
+    c.rollout.n, c.rollout.max_new_tokens = 4, 8
+    c.data.max_prompt_len = 160
+    c.train.prompt_batch_size, c.train.mini_batch_size, c.train.micro_batch_size = 2, 1, 8
+    c.train.total_steps, c.train.export_final = 1, False
+    for k, v in kw.items():
+        sec, field = k.split("__")
+        setattr(getattr(c, sec), field, v)
+    return c
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "psr", "nsr", "w_reinforce", "reinforce", "dapo", "gspo", "grpo_n",
+                                  "gspo_n"])
+def test_every_algorithm_runs_through_tiny_cpu(env, tmp_path, algo):
+    """Every registered name (a superset of the README's and configs', test above) trains one step from
+    ``configs/tiny_cpu.py:NAME``; the updates per step follow the kept rows for the "drop" presets."""
+    from rlvr_jax.config.presets import ALGORITHMS
+    assert algo in ALGORITHMS
+    out = tmp_path / algo
+    res = run(tiny_cpu(env, algo, out))
     assert res.steps_done == 1
     m = res.last_metrics
-    assert np.isfinite(m["actor/grad_norm"]) and m["actor/skipped"] == 0
-    if name == "ppo":
+    kept = m["train/kept_samples"]
+    correct = round(m["train/correct_ratio"] * 8)
+    if algo == "psr":
+        assert kept == correct
+    elif algo == "nsr":
+        assert kept == 8 - correct
+    if algo in ("psr", "nsr"):  # "drop": ceil(kept rows / 4 rows per mini-batch) updates
+        assert m["actor/num_updates"] == -(-kept // 4)
+    else:
+        assert m["actor/num_updates"] == 2
+    if m["actor/num_updates"] == 0:  # e.g. PSR with no correct sample: no update, and the metrics say so
+        assert m["actor/no_update"] == 1 and "actor/grad_norm" not in m
+    else:
+        assert np.isfinite(m["actor/grad_norm"]) and m["actor/skipped"] == 0
+    if algo == "ppo":
         assert "critic/vf_loss" in m and np.isfinite(m["critic/vf_loss"])
-
-
 
 
 def test_resume_is_bitwise_exact(env, tmp_path):

@@ -8,7 +8,9 @@ Batch-size conventions (verl's):
   * ``train.prompt_batch_size`` prompts are sampled per RL step, each with ``rollout.n`` rollouts.
   * ``train.mini_batch_size`` is counted in *prompts*; one optimizer update per mini-batch, so an RL step
     makes ``ppo_epochs * prompt_batch_size / mini_batch_size`` updates (the paper: 1024 / 256 = 4, the later
-    ones off-policy). ``train.num_mini_batches > 0`` overrides the mini-batch size
+    ones off-policy). With ``algo.sample_selection="drop"`` a mini-batch holds ``mini_batch_size * n`` kept
+    rows and a step makes ``ppo_epochs * ceil(kept rows / (mini_batch_size * n))`` updates.
+    ``train.num_mini_batches > 0`` overrides the mini-batch size
     (``mini_batch_size = prompt_batch_size / num_mini_batches``): ``num_mini_batches=1`` makes every update
     on-policy, which is the one-flag ablation of "does NSR need clipping + off-policy mini-batches".
   * ``train.micro_batch_size`` is counted in *sequences* (global, across the mesh); gradients of micro-batches
@@ -67,22 +69,32 @@ def get_base_config() -> ml_collections.ConfigDict:
         )),
     ))
 
+    # Neutral defaults: every algorithm's values come from its preset (rlvr_jax/config/presets.py, which sets
+    # every field below for every algorithm), so nothing an algorithm depends on is decided here.
     c.algo = ml_collections.ConfigDict(dict(
-        name="grpo",            # rlvr_jax.objectives registry name
+        name="grpo",            # rlvr_jax.objectives registry name (one spelling: configs, CLI, docs)
         lam=0.1,                # W-REINFORCE weight on positive samples (Eq. 11)
         use_clip=True,          # PPO-style clipped ratio; False = unclipped ratio (ablation)
         clip_eps_low=0.2,
         clip_eps_high=0.2,
+        clip_ratio_c=0.0,       # dual-clip PPO cap for A < 0 (verl's clip_ratio_c, its default 3); 0 = off
+        log_ratio_clamp=20.0,   # clamp log(pi/pi_old) (and log(pi_ref/pi) in KL) to +-this before exp; 0 = off
+        kl_value_clamp=0.0,     # clamp the per-token KL estimate to +-this (verl: 10 on k3); 0 = off
         kl_coef=0.0,            # beta
         kl_in_reward=False,     # PPO: KL penalty folded into the reward; GRPO: in the loss
         kl_estimator="k3",      # k1 | k2 | k3 (low-variance)
         use_reference=False,    # keep a frozen reference policy (needed when kl_coef > 0)
-        # The NSR paper's appendix D.1 says 1e-4; its released code kept verl's default 1e-3.
-        entropy_coef=1e-4,
+        entropy_coef=0.0,       # entropy bonus c (loss -= c H); the paper presets set it
         loss_agg_mode="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
         form="clipped",         # PSR/NSR/W-REINFORCE/REINFORCE: clipped (paper D.1) | logprob | prob (Eq. 6)
-        adv_estimator="grpo",   # raw (reward as advantage) | grpo (group-normalised) | gae (critic)
+        # correctness (+1 correct / -1 incorrect, any reward format) | raw (reward as advantage)
+        # | grpo (group-normalised) | gae (critic)
+        adv_estimator="grpo",
         norm_adv_by_std=True,   # GRPO: divide by the group std (+eps)
+        whiten_advantages=False,  # (A - mean) * rsqrt(var + 1e-8) over the batch's tokens (verl's PPO)
+        # drop: rows the objective does not learn from (PSR: incorrect, NSR: correct) leave the batch before the
+        # mini-batches are formed (the NSR paper's released code); mask: they stay, masked (Eq. 3/4 literally)
+        sample_selection="mask",
         gamma=1.0,
         gae_lambda=1.0,
     ))
@@ -104,13 +116,14 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         seed=0,
-        total_steps=200,          # RL steps
+        total_steps=140,          # RL steps (the NSR paper's scripts: 20 epochs x floor(7,500 / 1,024) = 7 steps)
         prompt_batch_size=1024,
         mini_batch_size=256,      # prompts per optimizer update
         num_mini_batches=0,       # > 0 overrides mini_batch_size (see module docstring)
         micro_batch_size=8,       # sequences per gradient-accumulation micro-batch (global)
         ppo_epochs=1,
-        shuffle=True,             # shuffle prompts into mini-batches each epoch
+        shuffle=True,             # prompt order: a seeded shuffle of the data set each epoch (verl's data.shuffle)
+        shuffle_minibatches=False,  # shuffle rows into mini-batches each PPO epoch (verl's actor.shuffle)
         max_nonfinite_in_a_row=5,  # this many skipped (non-finite) updates in a row stop the run
         length_bucket=128,        # sequences are right-padded to a multiple of this many tokens
         export_final=True,        # save_hf the final policy into <out_dir>/final_hf

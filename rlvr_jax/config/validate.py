@@ -11,7 +11,7 @@ import ml_collections
 from rlvr_jax.objectives.types import AGG_MODES as LOSS_AGG_MODES
 from rlvr_jax.objectives.types import FORMS, KL_ESTIMATORS
 
-ADV_ESTIMATORS = ("raw", "grpo", "gae")
+ADV_ESTIMATORS = ("correctness", "raw", "grpo", "gae")
 ENGINES = ("jax", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
 DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # rlvr_jax.models.config.DECODE_ATTENTION_IMPLS
@@ -117,6 +117,38 @@ def _check(cond: bool, field: str, message: str) -> None:
         raise ConfigError(field, message)
 
 
+# ---- algorithm fidelity (issue 12): selection mode, advantages vs reward format, verl's options ----
+def _unknown_algorithm(name: str) -> str:
+    from rlvr_jax.objectives import list_objectives
+    return f"unknown algorithm {name!r}; valid names: {', '.join(list_objectives())}"
+
+
+def _validate_algorithm_fidelity(cfg: ml_collections.ConfigDict) -> None:
+    """Sample selection, advantages that cannot work with the reward format, dual clip and clamps."""
+    from rlvr_jax.objectives import SELECTION_MODES
+    from rlvr_jax.objectives.selection import selection_rule
+    a, d, m = cfg.algo, cfg.data, cfg.model
+    _check(a.sample_selection in SELECTION_MODES, "algo.sample_selection",
+           f"{a.sample_selection!r} not in {SELECTION_MODES}")
+    _check(isinstance(a.whiten_advantages, bool), "algo.whiten_advantages",
+           f"must be True or False, got {a.whiten_advantages!r}")
+    _check(a.clip_ratio_c == 0 or a.clip_ratio_c > 1, "algo.clip_ratio_c",
+           f"dual clip needs c > 1 (or 0 = off), got {a.clip_ratio_c}")
+    _check(a.log_ratio_clamp >= 0, "algo.log_ratio_clamp", f"must be >= 0 (0 = off), got {a.log_ratio_clamp}")
+    _check(a.kl_value_clamp >= 0, "algo.kl_value_clamp", f"must be >= 0 (0 = off), got {a.kl_value_clamp}")
+    # {0,1} rewards used as advantages: the incorrect samples get A = 0, so NSR learns nothing and W-REINFORCE /
+    # REINFORCE lose their negative term. "correctness" gives +1 / -1 whatever the reward format.
+    if a.adv_estimator == "raw" and d.reward_format == "01":
+        _check(selection_rule(a.name) == "positive", "algo.adv_estimator",
+               f"'raw' advantages with data.reward_format='01' give the incorrect samples A = 0: {a.name!r} "
+               "would lose its negative-sample term; use algo.adv_estimator='correctness' (+1 / -1 from "
+               "correctness, whatever the reward format)")
+    if m.tokenizer_path.startswith("builtin:"):
+        from rlvr_jax.data.byte_tokenizer import BUILTIN_TOKENIZERS
+        _check(m.tokenizer_path in BUILTIN_TOKENIZERS, "model.tokenizer_path",
+               f"unknown built-in tokenizer {m.tokenizer_path!r}; valid: {', '.join(BUILTIN_TOKENIZERS)}")
+
+
 def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
                     num_devices: int | None = None) -> Batching:
     """Checks ``cfg`` and returns its :class:`Batching`.
@@ -145,7 +177,7 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
         except (KeyError, ValueError) as e:
             raise ConfigError("model.preset", f"unknown preset {m.preset!r} ({e})") from None
     # algorithm
-    _check(_objective_known(a.name), "algo.name", f"unknown algorithm {a.name!r}")
+    _check(_objective_known(a.name), "algo.name", _unknown_algorithm(a.name))
     _check(a.lam >= 0, "algo.lam", f"lambda must be >= 0, got {a.lam}")
     _check(0 <= a.clip_eps_low < 1, "algo.clip_eps_low", f"must be in [0, 1), got {a.clip_eps_low}")
     _check(a.clip_eps_high >= 0, "algo.clip_eps_high", f"must be >= 0, got {a.clip_eps_high}")
@@ -160,6 +192,7 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
            f"{a.adv_estimator!r} not in {ADV_ESTIMATORS}")
     _check((a.adv_estimator == "gae") == (a.name == "ppo"), "algo.adv_estimator",
            f"{a.adv_estimator!r} with algo.name={a.name!r}: GAE (critic) is used by, and only by, ppo")
+    _validate_algorithm_fidelity(cfg)
     _check(0 <= a.gamma <= 1, "algo.gamma", f"must be in [0, 1], got {a.gamma}")
     _check(0 <= a.gae_lambda <= 1, "algo.gae_lambda", f"must be in [0, 1], got {a.gae_lambda}")
     # rollout
@@ -211,7 +244,7 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
         if m.hf_path:
             _check(os.path.isfile(os.path.join(m.hf_path, "config.json")), "model.hf_path",
                    f"no config.json in {m.hf_path!r}")
-        if m.tokenizer_path:
+        if m.tokenizer_path and not m.tokenizer_path.startswith("builtin:"):  # builtin:* is built offline
             _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
         if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
             _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")

@@ -5,14 +5,14 @@ docs/objectives.md for the table of equations, closed_form.py for the logit-grad
 """
 from __future__ import annotations
 
-from rlvr_jax.objectives import advantages, aggregation, closed_form
+from rlvr_jax.objectives import advantages, aggregation, closed_form, selection
 from rlvr_jax.objectives.aggregation import aggregate_sum, loss_denominator, token_weights
 from rlvr_jax.objectives.clipped_ratio import dapo, grpo, grpo_n, ppo
 from rlvr_jax.objectives.gspo import gspo, gspo_n
 from rlvr_jax.objectives.sample_reinforcement import nsr, psr, reinforce, w_reinforce
 from rlvr_jax.objectives.terms import METRIC_KEYS, kl_estimate, loss_value, summarize_metrics
-from rlvr_jax.objectives.types import (AGG_MODES, FORMS, KL_ESTIMATORS, LossOutput, ObjectiveHParams,
-                                       default_hparams, hparams_from_config)
+from rlvr_jax.objectives.selection import SELECTION_MODES, kept_rows, select_tokens
+from rlvr_jax.objectives.types import AGG_MODES, FORMS, KL_ESTIMATORS, LossOutput, ObjectiveHParams, hparams_from_config
 
 OBJECTIVES = {
     "psr": psr,
@@ -33,7 +33,7 @@ def get_objective(name: str):
     try:
         return OBJECTIVES[name]
     except KeyError:
-        raise ValueError(f"unknown objective {name!r}; registered: {sorted(OBJECTIVES)}") from None
+        raise ValueError(f"unknown algorithm {name!r}; valid names: {', '.join(OBJECTIVES)}") from None
 
 
 def list_objectives() -> list[str]:
@@ -41,8 +41,9 @@ def list_objectives() -> list[str]:
 
 
 __all__ = [
-    "AGG_MODES", "FORMS", "KL_ESTIMATORS", "METRIC_KEYS", "OBJECTIVES", "LossOutput", "ObjectiveHParams",
-    "advantages", "aggregate_sum", "aggregation", "closed_form", "dapo", "default_hparams", "get_objective",
-    "grpo", "grpo_n", "gspo", "gspo_n", "hparams_from_config", "kl_estimate", "list_objectives", "loss_denominator", "loss_value",
-    "nsr", "ppo", "psr", "reinforce", "summarize_metrics", "token_weights", "w_reinforce",
+    "AGG_MODES", "FORMS", "KL_ESTIMATORS", "METRIC_KEYS", "OBJECTIVES", "SELECTION_MODES", "LossOutput",
+    "ObjectiveHParams", "advantages", "aggregate_sum", "aggregation", "closed_form", "dapo", "get_objective",
+    "grpo", "grpo_n", "gspo", "gspo_n", "hparams_from_config", "kept_rows", "kl_estimate", "list_objectives",
+    "loss_denominator", "loss_value", "nsr", "ppo", "psr", "reinforce", "select_tokens", "selection",
+    "summarize_metrics", "token_weights", "w_reinforce",
 ]

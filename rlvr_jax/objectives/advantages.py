@@ -1,9 +1,13 @@
 """Advantage estimators (pure functions).
 
-* raw_reward_advantages:      A_{i,t} = r_i                       (PSR / NSR / W-REINFORCE / REINFORCE)
+* correctness_advantages:     A_{i,t} = +1 if sample i is correct else -1, whatever the reward format
+                               (PSR / NSR / W-REINFORCE / REINFORCE: the objectives select and weight by sign)
+* raw_reward_advantages:      A_{i,t} = r_i                       (the reward as it is)
 * group_normalized_advantages: A_i = (r_i - mean_g(r)) / (std_g(r) + eps)   (GRPO; scale_by_std=False gives
                                the mean-only baseline of Dr.GRPO and of the toy, A_i = r_i - mean_g(r))
 * gae:                         generalised advantage estimation from per-token rewards and values (PPO)
+* masked_whiten:               (A - mean) * rsqrt(var + 1e-8) over the batch's valid tokens, var unbiased
+                               (verl's PPO whitening of the GAE advantages)
 * kl_shaped_rewards:           per-token rewards with the outcome reward on the last response token minus
                                beta * KL_t(pi_old || pi_ref) on every token (PPO's KL-in-reward)
 """
@@ -25,6 +29,33 @@ def broadcast_to_tokens(seq_values, mask):
 def raw_reward_advantages(rewards, mask):
     """A_{i,t} = r_i on the response tokens (the NSR paper's advantage: no baseline, no normalisation)."""
     return broadcast_to_tokens(rewards, mask)
+
+
+def correctness_advantages(correct, mask):
+    """A_{i,t} = +1 on the response tokens of a correct sample, -1 on those of an incorrect one.
+
+    The NSR paper's advantages follow from it whatever the reward's format ({-1,+1} or {0,1}): PSR keeps the
+    A > 0 samples (A = +1), NSR the A < 0 ones (A = -1), W-REINFORCE weights A > 0 by lambda (lambda / -1),
+    REINFORCE keeps both (+1 / -1) (sample_reinforcement.py).
+    """
+    c = jnp.asarray(correct).astype(bool)
+    return broadcast_to_tokens(jnp.where(c, 1.0, -1.0).astype(jnp.float32), mask)
+
+
+def masked_whiten(values, mask, eps: float = 1e-8):
+    """verl's whitening: W = (A - mu) / sqrt(s^2 + eps) on the valid tokens (0 elsewhere), with the masked mean
+    mu = sum m A / sum m and the unbiased masked variance s^2 = sum m (A - mu)^2 / (sum m - 1).
+
+    Needs at least two valid tokens (ValueError otherwise, as verl).
+    """
+    m = jnp.asarray(mask) != 0
+    n = int(jnp.sum(m))
+    if n < 2:
+        raise ValueError(f"masked_whiten needs at least 2 valid tokens, got {n}")
+    v = jnp.where(m, jnp.asarray(values), 0)
+    mu = jnp.sum(v) / n
+    var = jnp.sum(jnp.where(m, (v - mu) ** 2, 0)) / (n - 1)
+    return jnp.where(m, (v - mu) * jax.lax.rsqrt(var + eps), 0)
 
 
 def group_normalized_advantages(rewards, group_size: int, *, scale_by_std: bool = True, eps: float = 1e-6,
@@ -78,12 +109,13 @@ def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 1.0):
     return adv, jnp.where(mask, adv + v, 0)
 
 
-def kl_shaped_rewards(seq_rewards, old_logp, ref_logp, mask, kl_coef: float, estimator: str = "k1"):
-    """Per-token rewards r_t = 1[t = last valid token] r_i - beta * KL_t(old, ref) (PPO's KL in the reward)."""
+def kl_shaped_rewards(seq_rewards, old_logp, ref_logp, mask, kl_coef: float, estimator: str = "k1", **clamps):
+    """Per-token rewards r_t = 1[t = last valid token] r_i - beta * KL_t(old, ref) (PPO's KL in the reward);
+    ``clamps``: log_ratio_clamp / value_clamp of terms.kl_estimate."""
     mask = jnp.asarray(mask) != 0
     t_idx = jnp.arange(mask.shape[1])
     last = jnp.max(jnp.where(mask, t_idx, -1), axis=1)
     r = jnp.where(t_idx[None, :] == last[:, None], jnp.asarray(seq_rewards)[:, None], 0).astype(
         jnp.asarray(old_logp).dtype)
-    kl = kl_estimate(jnp.asarray(old_logp), jnp.asarray(ref_logp), mask, estimator)
+    kl = kl_estimate(jnp.asarray(old_logp), jnp.asarray(ref_logp), mask, estimator, **clamps)
     return jnp.where(mask, r - kl_coef * kl, 0)

@@ -21,42 +21,45 @@ import jax
 import jax.numpy as jnp
 
 from rlvr_jax.objectives import terms
+from rlvr_jax.objectives.selection import select_tokens
 from rlvr_jax.objectives.types import LossOutput, ObjectiveHParams
 
 
-def sequence_log_ratio(logp, old_logp, mask):
-    """log s_i = (1/|y_i|) sum_t m_t (log pi_theta - log pi_old), shape [B] (0 for empty sequences)."""
+def sequence_log_ratio(logp, old_logp, mask, log_ratio_clamp: float | None = None):
+    """log s_i = clip((1/|y_i|) sum_t m_t (log pi_theta - log pi_old), -c, c), shape [B] (0 for empty
+    sequences); c = log_ratio_clamp, None for no clamp."""
     mask = jnp.asarray(mask) != 0
     lr = terms.token_log_ratio(terms.clean(logp, mask), terms.clean(old_logp, mask), mask)
     n = jnp.sum(mask, axis=-1).astype(lr.dtype)
-    return jnp.sum(lr, axis=-1) / jnp.maximum(n, 1)
+    return terms.clamp(jnp.sum(lr, axis=-1) / jnp.maximum(n, 1), log_ratio_clamp)
 
 
-def token_sequence_ratio(logp, old_logp, mask):
+def token_sequence_ratio(logp, old_logp, mask, log_ratio_clamp: float | None = None):
     """s_{i,t} = sg[s_i] * exp(log pi_theta - sg[log pi_theta]), shape [B, T] (GSPO-token)."""
     sg = jax.lax.stop_gradient
-    s = jnp.exp(sg(sequence_log_ratio(logp, old_logp, mask)))
+    s = jnp.exp(sg(sequence_log_ratio(logp, old_logp, mask, log_ratio_clamp)))
     return s[:, None] * jnp.exp(logp - sg(logp))
 
 
-def _gspo(batch, hp: ObjectiveHParams, *, who: str, negative_only: bool) -> LossOutput:
+def _gspo(batch, hp: ObjectiveHParams, *, who: str) -> LossOutput:
     mask = terms.response_mask(batch)
     logp = terms.clean(batch["logp"], mask)
     old = terms.get(batch, "old_logp", mask, who)
     adv = terms.get(batch, "advantages", mask, who)
-    ratio = token_sequence_ratio(logp, old, mask)
-    pg, clip_active = terms.clipped_surrogate(ratio, adv, hp.clip_eps_low, hp.eps_high, hp.use_clip)
-    keep = mask & (adv < 0) if negative_only else mask
-    return terms.finish(batch, mask, pg, keep, clip_active, hp, kl_in_loss=True, who=who)
+    ratio = token_sequence_ratio(logp, old, mask, hp.log_ratio_clamp)
+    pg, clip_active, lower = terms.clipped_surrogate(ratio, adv, hp.clip_eps_low, hp.eps_high, hp.use_clip,
+                                                     hp.clip_ratio_c)
+    keep = mask & select_tokens(who, adv, jnp)
+    return terms.finish(batch, mask, pg, keep, clip_active, hp, kl_in_loss=True, who=who, clip_lower=lower)
 
 
 def gspo(batch, hp: ObjectiveHParams) -> LossOutput:
     """GSPO: l_t = -min(s_{i,t} A, clip(s_{i,t}, 1-eps_low, 1+eps_high) A) + beta KL_t with the
     length-normalised sequence ratio s_i = exp(mean_t log(pi/pi_old)) and s_{i,t} = sg[s_i] pi / sg[pi]."""
-    return _gspo(batch, hp, who="gspo", negative_only=False)
+    return _gspo(batch, hp, who="gspo")
 
 
 def gspo_n(batch, hp: ObjectiveHParams) -> LossOutput:
     """GSPO-N: GSPO with the relative-negative indicator, l_t = -1[A_t < 0] min(s_{i,t} A, clip(s_{i,t}) A)
     + beta KL_t; positive-advantage tokens are masked out exactly."""
-    return _gspo(batch, hp, who="gspo_n", negative_only=True)
+    return _gspo(batch, hp, who="gspo_n")

@@ -5,7 +5,7 @@ Every objective is a pure function ``fn(batch, hp) -> LossOutput`` over per-toke
 * ``logp``       log pi_theta(y_t | x, y_<t) under the current policy (the differentiable input),
 * ``old_logp``   the same under the behaviour (old) policy, a constant,
 * ``mask``       1 for response tokens that count, 0 for padding / prompt,
-* ``advantages`` the per-token advantage A_t (for PSR/NSR/W-REINFORCE/REINFORCE: the raw reward in {-1,+1}),
+* ``advantages`` the per-token advantage A_t (for PSR/NSR/W-REINFORCE/REINFORCE: +1 correct, -1 incorrect),
 * ``ref_logp``   (optional) log-probs under the frozen reference policy, for the KL penalty,
 * ``entropy``    (optional, differentiable) per-token entropy H_t of pi_theta(. | x, y_<t), for the bonus.
 
@@ -47,6 +47,14 @@ class ObjectiveHParams:
     agg_mode:      one of AGG_MODES (see aggregation.py).
     agg_max_len:   the Dr.GRPO constant L of 'seq-mean-token-sum-norm' (None: the batch's padded length T).
     lam:           W-REINFORCE weight on positive samples (Eq. 11); lam = 1 is REINFORCE.
+    clip_ratio_c:  dual-clip PPO (Ye et al. 2020; verl's ``clip_ratio_c``, verl default 3): for A < 0 the per-token
+                   loss is capped, l = min(-min(r A, clip(r) A), -c A); None disables it (the papers' code).
+    log_ratio_clamp: log r = clip(log pi - log pi_old, -c, c) before exp (verl: 20), also applied to
+                   d = log pi_ref - log pi inside the KL estimators; identical below |log r| = c; None disables.
+    kl_value_clamp: the per-token KL estimate is clipped to [-c, c] (verl: 10, on k3); None disables.
+
+    The dataclass defaults are neutral (no KL, no entropy, token-mean, clip 0.2); an algorithm's settings come
+    from its preset through :func:`hparams_from_config`.
     """
 
     form: str = "clipped"
@@ -59,6 +67,9 @@ class ObjectiveHParams:
     agg_mode: str = "token-mean"
     agg_max_len: int | None = None
     lam: float = 0.1
+    clip_ratio_c: float | None = None
+    log_ratio_clamp: float | None = None
+    kl_value_clamp: float | None = None
 
     def __post_init__(self):
         if self.form not in FORMS:
@@ -78,6 +89,12 @@ class ObjectiveHParams:
             raise ValueError(f"ObjectiveHParams.lam must be >= 0, got {self.lam}")
         if self.agg_max_len is not None and self.agg_max_len < 1:
             raise ValueError(f"ObjectiveHParams.agg_max_len must be >= 1 or None, got {self.agg_max_len}")
+        if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
+            raise ValueError(f"ObjectiveHParams.clip_ratio_c must be > 1 or None, got {self.clip_ratio_c}")
+        for name in ("log_ratio_clamp", "kl_value_clamp"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"ObjectiveHParams.{name} must be > 0 or None, got {v}")
 
     @property
     def eps_high(self) -> float:
@@ -87,50 +104,22 @@ class ObjectiveHParams:
         return dataclasses.replace(self, **changes)
 
 
-# The papers' settings per objective (NSR paper D.1; two-stage paper C.2; DAPO; GSPO).
-_DEFAULTS: dict[str, dict] = {
-    "psr": dict(entropy_coef=1e-4),
-    "nsr": dict(entropy_coef=1e-4),
-    "w_reinforce": dict(entropy_coef=1e-4, lam=0.1),
-    "reinforce": dict(entropy_coef=1e-4),
-    "ppo": dict(entropy_coef=1e-4),
-    "grpo": dict(kl_coef=1e-3, kl_estimator="k3", entropy_coef=1e-4, agg_mode="seq-mean-token-mean"),
-    "grpo_n": dict(kl_coef=1e-3, kl_estimator="k3", entropy_coef=1e-4, agg_mode="seq-mean-token-mean"),
-    "dapo": dict(clip_eps_low=0.2, clip_eps_high=0.28, agg_mode="token-mean"),
-    "gspo": dict(clip_eps_low=3e-4, clip_eps_high=4e-4, agg_mode="seq-mean-token-mean"),
-    "gspo_n": dict(clip_eps_low=3e-4, clip_eps_high=4e-4, agg_mode="seq-mean-token-mean"),
-}
+def hparams_from_config(cfg) -> ObjectiveHParams:
+    """The one place an objective's hyper-parameters are built from an experiment config (attribute access,
+    e.g. an ml_collections ConfigDict with the sections of ``rlvr_jax/config/base.py``).
 
-
-def default_hparams(name: str, **overrides) -> ObjectiveHParams:
-    """The published setting of objective ``name`` (values above), with ``overrides`` applied."""
-    if name not in _DEFAULTS:
-        raise ValueError(f"no default hyper-parameters for objective {name!r}; known: {sorted(_DEFAULTS)}")
-    return ObjectiveHParams(**{**_DEFAULTS[name], **overrides})
-
-
-_FORM_ALIASES = {"ppo": "clipped", "clipped": "clipped", "reinforce": "logprob", "logprob": "logprob",
-                 "prob": "prob"}
-
-
-def hparams_from_config(algo) -> ObjectiveHParams:
-    """ObjectiveHParams from an ``algo`` config section (attribute access, e.g. an ml_collections ConfigDict)
-    with fields lam, use_clip, clip_eps_low, clip_eps_high, kl_coef, kl_in_reward, kl_estimator, entropy_coef,
-    loss_agg_mode, form ('ppo' = 'clipped', 'reinforce' = 'logprob', or 'prob') and optional agg_max_len.
-    With kl_in_reward the in-loss KL coefficient is 0 (the penalty is applied to the rewards instead)."""
-    form = getattr(algo, "form", "clipped")
-    if form not in _FORM_ALIASES:
-        raise ValueError(f"algo.form must be one of {sorted(_FORM_ALIASES)}, got {form!r}")
-    kl_in_reward = bool(getattr(algo, "kl_in_reward", False))
+    Reads ``cfg.algo`` (form, use_clip, clip_eps_low/high, kl_coef, kl_in_reward, kl_estimator, entropy_coef,
+    loss_agg_mode, lam, clip_ratio_c, log_ratio_clamp, kl_value_clamp) and ``cfg.rollout.max_new_tokens``
+    (the constant L of seq-mean-token-sum-norm). With ``kl_in_reward`` the in-loss KL coefficient is 0 (PPO: the
+    penalty goes into the rewards). An algorithm's values come from its preset (``rlvr_jax.config.presets``);
+    there are no per-objective defaults anywhere else.
+    """
+    a = cfg.algo
+    off = lambda v: None if v is None or float(v) <= 0 else float(v)  # noqa: E731  (0 / None = disabled)
     return ObjectiveHParams(
-        form=_FORM_ALIASES[form],
-        use_clip=bool(getattr(algo, "use_clip", True)),
-        clip_eps_low=float(getattr(algo, "clip_eps_low", 0.2)),
-        clip_eps_high=getattr(algo, "clip_eps_high", None),
-        kl_coef=0.0 if kl_in_reward else float(getattr(algo, "kl_coef", 0.0)),
-        kl_estimator=getattr(algo, "kl_estimator", "k3"),
-        entropy_coef=float(getattr(algo, "entropy_coef", 0.0)),
-        agg_mode=getattr(algo, "loss_agg_mode", "token-mean"),
-        agg_max_len=getattr(algo, "agg_max_len", None),
-        lam=float(getattr(algo, "lam", 0.1)),
-    )
+        form=a.form, use_clip=bool(a.use_clip), clip_eps_low=float(a.clip_eps_low),
+        clip_eps_high=None if a.clip_eps_high is None else float(a.clip_eps_high),
+        kl_coef=0.0 if a.kl_in_reward else float(a.kl_coef), kl_estimator=a.kl_estimator,
+        entropy_coef=float(a.entropy_coef), agg_mode=a.loss_agg_mode, agg_max_len=int(cfg.rollout.max_new_tokens),
+        lam=float(a.lam), clip_ratio_c=off(a.clip_ratio_c), log_ratio_clamp=off(a.log_ratio_clamp),
+        kl_value_clamp=off(a.kl_value_clamp))

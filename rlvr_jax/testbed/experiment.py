@@ -34,8 +34,8 @@ import numpy as np
 
 from rlvr_jax.testbed import warmstart as ws
 
-ALGORITHMS = ("psr", "nsr", "wreinforce", "grpo")
-LABELS = {"base": "base", "psr": "PSR", "nsr": "NSR", "wreinforce": "W-REINFORCE", "grpo": "GRPO"}
+ALGORITHMS = ("psr", "nsr", "w_reinforce", "grpo")
+LABELS = {"base": "base", "psr": "PSR", "nsr": "NSR", "w_reinforce": "W-REINFORCE", "grpo": "GRPO"}
 CURVES = (("train/rollout_entropy", "token entropy of rollouts (nats)"),
           ("train/correct_ratio", "correct ratio (train rollouts)"),
           ("train/fully_solved_ratio", "fully-solved prompt ratio"),
