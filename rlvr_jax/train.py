@@ -8,6 +8,8 @@ One RL step (verl's order):
   4. advantages (``rlvr_jax.update_plan``): from correctness (PSR / NSR / W-REINFORCE / REINFORCE, +1 / -1
      whatever the reward format), group-normalised (GRPO, DAPO, GSPO, -N variants) or GAE on a critic (PPO,
      KL penalty folded into the reward, whitened over the batch with ``algo.whiten_advantages``);
+     the rollout engine's own log-probs give the mismatch metrics ``rollout_corr/*`` and, with
+     ``algo.rollout_correction``, truncated importance weights or rejected sequences (rlvr_jax.rollout_correction);
   5. the rows the objective learns from (``rlvr_jax.objectives.selection``: PSR the correct ones, NSR the
      incorrect ones), counted in ``train/kept_samples``; with ``algo.sample_selection="drop"`` only they enter
      the mini-batches (the NSR paper's released code), with ``"mask"`` all rows do;
@@ -39,6 +41,7 @@ from rlvr_jax.config import as_plain, resolve_mesh_shape, validate_config
 from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences
 from rlvr_jax.logging_utils import MetricsWriter, Progress, format_metric_line
 from rlvr_jax.objectives import kept_rows
+from rlvr_jax.rollout_correction import apply_correction, rollout_logp_array
 from rlvr_jax.update_plan import (actor_minibatches, compute_advantages, minibatch_batch,  # noqa: F401
                                   minibatch_rows, selection_metrics)
 from rlvr_jax.rollout import SamplingParams
@@ -282,6 +285,9 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             t0 = time.perf_counter()
             correct = np.asarray([g.correct for g in graded], bool)
             batch["advantages"], adv_metrics = compute_advantages(cfg, rewards, correct, batch, learner)
+            valid_mask = batch["response_mask"]
+            corr_metrics = apply_correction(batch, rollout_logp_array(comps, valid_mask.shape),
+                                            cfg.algo.rollout_correction, float(cfg.algo.rollout_correction_cap))
             kept = kept_rows(algo, batch["advantages"], batch["response_mask"])  # what the gradient uses
             timing["adv"] = time.perf_counter() - t0
             # 4. updates: ppo_epochs x mini-batches (of the kept rows only with sample_selection="drop")
@@ -307,7 +313,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             timing["sync_weights"] = time.perf_counter() - t0
 
             # metrics
-            mask = batch["response_mask"]
+            mask = valid_mask
             lengths = np.asarray([len(c.token_ids) for c in comps])
             metrics = {k: float(np.mean([u[k] for u in upd])) for k in (upd[0] if upd else ())}
             metrics["actor/skipped"] = float(sum(u["actor/skipped"] for u in upd))
@@ -315,6 +321,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             if crit:
                 metrics.update({k: float(np.mean([c[k] for c in crit])) for k in crit[0]})
             metrics.update(adv_metrics)
+            metrics.update(corr_metrics)
             metrics.update({
                 "critic/score/mean": float(rewards.mean()), "critic/score/max": float(rewards.max()),
                 "critic/score/min": float(rewards.min()),

@@ -97,6 +97,11 @@ def get_base_config() -> ml_collections.ConfigDict:
         sample_selection="mask",
         gamma=1.0,
         gae_lambda=1.0,
+        # rollout-learner mismatch (rlvr_jax.rollout_correction): none | token_tis (weights min(pi_old /
+        # pi_rollout, C) on the policy-gradient term) | seq_mask (drop sequences whose geometric-mean ratio
+        # leaves [1/C, C]); the rollout_corr/* metrics are logged in every mode
+        rollout_correction="none",
+        rollout_correction_cap=2.0,  # C > 1
     ))
 
     c.optim = ml_collections.ConfigDict(dict(
