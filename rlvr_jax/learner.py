@@ -409,9 +409,11 @@ class Learner:
                 outs.append(fn(params, mb))
         return outs, n
 
-    def compute_logprobs(self, batch: Batch, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(logp, entropy)`` ``[N, R]`` numpy of the current (or reference) policy; 0 at padding."""
-        params = self.ref_params if reference else self.policy.state["params"]
+    def compute_logprobs(self, batch: Batch, reference: bool = False, params=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(logp, entropy)`` ``[N, R]`` numpy of the current (or reference, or the given ``params``') policy; 0 at
+        padding."""
+        if params is None:
+            params = self.ref_params if reference else self.policy.state["params"]
         if params is None:
             raise ValueError("compute_logprobs(reference=True) without a reference model (algo.use_reference)")
         outs, n = self._forward_all(self._logprob_fn, params, batch)

@@ -132,6 +132,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_nonfinite_in_a_row=5,  # this many skipped (non-finite) updates in a row stop the run
         length_bucket=128,        # sequences are right-padded to a multiple of this many tokens
         export_final=True,        # save_hf the final policy into <out_dir>/final_hf
+        # 0: generate batch k with the weights it updates; 1: one-step off-policy, batch k+1 is generated with v_k
+        # while step k updates v_k (vLLM: overlapped on a background thread; JAX engine: inline), rlvr_jax.offpolicy
+        off_policy_steps=0,
     ))
 
     c.mesh = ml_collections.ConfigDict(dict(
