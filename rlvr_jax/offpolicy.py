@@ -84,15 +84,27 @@ class RolloutPipeline:
             job = self._generate(step, idx, prompts, version)
         self._pending[step] = (job, pos)
 
-    def has_pending(self, step: int) -> bool:
-        return step in self._pending
-
     def wait(self, step: int) -> tuple[RolloutBatch, float]:
         """Batch ``step`` and the seconds the caller blocked for it."""
         job, _ = self._pending.pop(step)
         t0 = time.perf_counter()
         batch = job.result() if isinstance(job, concurrent.futures.Future) else job
         return batch, time.perf_counter() - t0
+
+    def batch_for_step(self, step: int, policy_model: Callable[[], Any], total_steps: int
+                       ) -> tuple[RolloutBatch, dict[str, float]]:
+        """Batch ``step`` and its timings (seconds: gen, gen_exposed, gen_hidden; off-policy: sync_weights).
+        One-step off-policy: then syncs v_step (``policy_model()``) and launches batch step+1 with it."""
+        if step not in self._pending:  # the first step (or the first after a resume): generate it now
+            self.launch(step, self.engine_version)
+        rb, wait_s = self.wait(step)
+        exposed = rb.gen_seconds if rb.inline else min(wait_s, rb.gen_seconds)
+        timing = {"gen": rb.gen_seconds, "gen_exposed": exposed, "gen_hidden": rb.gen_seconds - exposed}
+        if self.off_policy_steps:
+            timing["sync_weights"] = self.sync(policy_model(), step)
+            if step + 1 < total_steps:
+                self.launch(step + 1, step)
+        return rb, timing
 
     def data_position(self, step: int) -> dict:
         """The sampler position before batch ``step`` was drawn (the current one if it was not)."""

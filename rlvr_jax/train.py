@@ -165,20 +165,6 @@ def sampling_params(cfg, stop_ids, step: int) -> SamplingParams:
                           seed=int(cfg.train.seed) * STEP_SEED_STRIDE + step)
 
 
-def rollouts_for_step(pipe: RolloutPipeline, learner: Learner, step: int, total_steps: int):
-    """Batch ``step`` and its timings. One-step off-policy: then sync v_step and launch batch step+1 with it."""
-    if not pipe.has_pending(step):  # the first step (or the first after a resume): generate it now
-        pipe.launch(step, pipe.engine_version)
-    rb, wait_s = pipe.wait(step)
-    exposed = rb.gen_seconds if rb.inline else min(wait_s, rb.gen_seconds)
-    timing = {"gen": rb.gen_seconds, "gen_exposed": exposed, "gen_hidden": rb.gen_seconds - exposed}
-    if pipe.off_policy_steps:
-        timing["sync_weights"] = pipe.sync(learner.policy_model(), step)
-        if step + 1 < total_steps:
-            pipe.launch(step + 1, step)
-    return rb, timing
-
-
 def _mfu(model_cfg, tokens: int, seq_len: int, seconds: float, passes: float) -> float | None:
     from rlvr_jax.bench.flops import peak_bf16_flops, train_flops_per_token
     peak = peak_bf16_flops(jax.devices()[0].device_kind)
@@ -280,7 +266,10 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
     step = start
 
     if pipe.engine_version is None:
-        pipe.engine_version = 0  # the engine was built from the initial weights
+        if cfg.rollout.engine == "vllm" and cfg.rollout.vllm.url:  # an attached server may hold any weights
+            pipe.sync(learner.policy_model(), 0)
+        else:
+            pipe.engine_version = 0  # the engine was built from the initial weights
 
     def save(step_done: int, force: bool) -> bool:
         meta = {"data_position": pipe.data_position(step_done), "nonfinite_in_a_row": nonfinite_run,
@@ -294,7 +283,7 @@ def run(cfg, *, tokenizer=None, guard: PreemptionGuard | None = None, stop_after
             t_step = time.perf_counter()
             timing: dict[str, float] = {}
             # 1. prompts and rollouts
-            rb, timing_gen = rollouts_for_step(pipe, learner, step, int(cfg.train.total_steps))
+            rb, timing_gen = pipe.batch_for_step(step, learner.policy_model, int(cfg.train.total_steps))
             timing.update(timing_gen)
             idx, prompts, outs = rb.idx, rb.prompts, rb.outs
             comps = [c for o in outs for c in o]  # row p*n + s
