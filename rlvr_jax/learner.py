@@ -31,6 +31,7 @@ from flax import nnx
 
 from rlvr_jax.models.logprobs import token_logprobs
 from rlvr_jax.objectives import get_objective, hparams_from_config, loss_denominator
+from rlvr_jax.objectives.terms import IS_WEIGHT_KEY
 from rlvr_jax.objectives.types import ObjectiveHParams
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -358,8 +359,9 @@ class Learner:
         logp, ent = sequence_logprobs(model, mb, self.opts.logprob_chunk_size)
         batch = {"logp": logp, "old_logp": mb["old_logp"], "mask": mb["response_mask"],
                  "advantages": mb["advantages"], "entropy": ent}
-        if "ref_logp" in mb:
-            batch["ref_logp"] = mb["ref_logp"]
+        for key in ("ref_logp", IS_WEIGHT_KEY):
+            if key in mb:
+                batch[key] = mb[key]
         out = self.objective(batch, self.opts.hp)
         return out.loss_sum, out.metrics
 
@@ -407,9 +409,11 @@ class Learner:
                 outs.append(fn(params, mb))
         return outs, n
 
-    def compute_logprobs(self, batch: Batch, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(logp, entropy)`` ``[N, R]`` numpy of the current (or reference) policy; 0 at padding."""
-        params = self.ref_params if reference else self.policy.state["params"]
+    def compute_logprobs(self, batch: Batch, reference: bool = False, params=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(logp, entropy)`` ``[N, R]`` numpy of the current (or reference, or the given ``params``') policy; 0 at
+        padding."""
+        if params is None:
+            params = self.ref_params if reference else self.policy.state["params"]
         if params is None:
             raise ValueError("compute_logprobs(reference=True) without a reference model (algo.use_reference)")
         outs, n = self._forward_all(self._logprob_fn, params, batch)
@@ -430,7 +434,8 @@ class Learner:
 
     def update(self, minibatch: Batch) -> dict[str, float]:
         """One optimizer update of the policy on ``minibatch`` (all rows); returns verl-named metrics."""
-        keys = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "old_logp", "advantages", "ref_logp")
+        keys = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "old_logp", "advantages", "ref_logp",
+                IS_WEIGHT_KEY)
         sums, info = self.policy.update(self._stacked(minibatch, keys), self._denominator(minibatch))
         n = max(sums["n_tokens"], 1.0)
         return {"actor/pg_loss": sums["pg_loss"] / n, "actor/pg_clipfrac": sums["pg_clipfrac"] / n,

@@ -267,3 +267,46 @@ def test_kl_estimator_gradients(estimator):
     dlogp = closed_form.kl_estimator_logp_grad(logp_of(z, y), ref, estimator)
     want = closed_form.logprob_objective_logit_grad(z, y, beta * dlogp)
     assert_rel_close(got, want)
+
+
+@pytest.mark.parametrize("v", VOCABS)
+def test_truncated_importance_weight_scales_the_policy_gradient_only(v):
+    """Identity 6 (token_tis): with w_t = min(pi_old / pi_rollout, C) the gradient of every objective is w_t times
+    its unweighted closed form (clipped ratio off 1, log-prob and Eq. 6 forms); the KL term is not weighted."""
+    from rlvr_jax.rollout_correction import token_tis_weights
+    z, y, adv, sign = make_case(41 * v, v, b=6, t=10)
+    rng = np.random.default_rng(v)
+    cur = logp_of(z, y)
+    old = cur - jnp.asarray(rng.normal(size=cur.shape) * 0.1)  # ratio r != 1, some tokens clipped
+    rollout = old - jnp.asarray(rng.normal(size=cur.shape) * 0.8)  # rho = pi_old / pi_rollout, some above C
+    cap = 2.0
+    w = closed_form.tis_weight(old, rollout, cap)  # float64 here; the trainer's host weights are float32:
+    host = token_tis_weights(np.asarray(old), np.asarray(rollout), np.ones(cur.shape), cap)
+    assert host.dtype == np.float32
+    np.testing.assert_allclose(host, np.asarray(w), rtol=1e-6)
+    assert np.any(np.asarray(w) == cap) and np.any(np.asarray(w) < 1.0)
+    ref = cur + jnp.asarray(rng.normal(size=cur.shape) * 0.3)
+    mask = jnp.ones(y.shape)
+
+    def grad(name, hp, a, weights, with_ref=False):
+        def loss(zz):
+            batch = dict(logp=logp_of(zz, y), old_logp=old, mask=mask, advantages=a)
+            if weights is not None:
+                batch["rollout_is_weights"] = weights
+            if with_ref:
+                batch["ref_logp"] = ref
+            return get_objective(name)(batch, hp).loss_sum
+        return jax.jit(jax.grad(loss))(z)
+
+    eps = 0.2
+    assert_rel_close(grad("grpo", ObjectiveHParams(), adv, w),
+                     closed_form.tis_clipped_surrogate_logit_grad(z, y, adv, old, rollout, cap, eps, eps))
+    assert_rel_close(grad("reinforce", ObjectiveHParams(form="logprob"), adv, w),
+                     -w[..., None] * closed_form.logprob_objective_logit_grad(z, y, adv))
+    assert_rel_close(grad("nsr", ObjectiveHParams(form="prob"), sign, w),
+                     w[..., None] * closed_form.prob_loss_logit_grad(z, y, jnp.where(sign < 0, sign, 0.0)))
+    # KL penalty only (A = 0): the weight leaves it alone.
+    beta = 0.05
+    hp = ObjectiveHParams(kl_coef=beta, kl_estimator="k3")
+    want = closed_form.logprob_objective_logit_grad(z, y, beta * closed_form.kl_estimator_logp_grad(cur, ref, "k3"))
+    assert_rel_close(grad("grpo", hp, jnp.zeros(y.shape), w, with_ref=True), want)

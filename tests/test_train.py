@@ -71,7 +71,8 @@ def test_train_end_to_end_writes_metrics_and_export(env, tmp_path, algo):
                 "critic/score/mean", "response_length/mean", "response_length/clip_ratio", "timing_s/gen",
                 "timing_s/reward", "timing_s/old_log_prob", "timing_s/update_actor", "timing_s/sync_weights",
                 "timing_s/step", "perf/throughput", "train/correct_ratio", "train/fully_solved_ratio",
-                "train/kept_samples", "eval/math500/greedy_accuracy", "eval/math500/token_entropy"):
+                "train/kept_samples", "eval/math500/greedy_accuracy", "eval/math500/token_entropy",
+                "rollout_corr/kl", "rollout_corr/k3_kl", "rollout_corr/rollout_is_mean"):
         assert key in r, key
     assert r["actor/lr"] == pytest.approx(1e-3)
     assert r["actor/entropy"] > 0 and np.isfinite(r["actor/grad_norm"])
@@ -81,6 +82,8 @@ def test_train_end_to_end_writes_metrics_and_export(env, tmp_path, algo):
     assert (r["train/kept_token_frac"] == 1.0) == (r["train/kept_samples"] == n)  # f = 1 iff every row is kept
     assert os.path.isfile(out / "final_hf" / "config.json")
     assert Checkpointer(str(out / "checkpoints")).latest_step() == 2
+    # The JAX sampler and the learner evaluate the same float32 weights: the mismatch is rounding only.
+    assert abs(r["rollout_corr/rollout_is_mean"] - 1) < 1e-3 and r["rollout_corr/k3_kl"] < 1e-6
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,6 +201,18 @@ def test_sigterm_saves_checkpoint_and_stops(env, tmp_path, monkeypatch):
     monkeypatch.delenv("RLVR_FAULT_AT")
     res = run(cfg, tokenizer=env["tok"], stop_after=1)
     assert res.steps_done == 2  # resumed from 1
+
+
+def test_rollout_correction_seq_mask_runs(env, tmp_path):
+    """seq_mask with a cap just above 1 drops the sequences whose geometric-mean ratio moved by more than that
+    (rollout_corr/rollout_rs_masked_fraction); dropped rows are not learned from."""
+    res = run(tiny(env, "nsr", tmp_path / "rs", total_steps=1, train__export_final=False,
+                   algo__rollout_correction="seq_mask", algo__rollout_correction_cap=1.0 + 1e-9),
+              tokenizer=env["tok"])
+    m = res.last_metrics
+    frac = m["rollout_corr/rollout_rs_masked_fraction"]
+    print(f"\nseq_mask C = 1 + 1e-9 with the JAX sampler: {frac:.3f} of the sequences dropped")
+    assert 0.0 <= frac <= 1.0 and m["train/kept_samples"] <= round(8 * (1 - frac))
 
 
 def test_minibatch_rows_keep_groups_together():

@@ -103,6 +103,11 @@ def get_base_config() -> ml_collections.ConfigDict:
         sample_selection="mask",
         gamma=1.0,
         gae_lambda=1.0,
+        # rollout-learner mismatch (rlvr_jax.rollout_correction): none | token_tis (weights min(pi_old /
+        # pi_rollout, C) on the policy-gradient term) | seq_mask (drop sequences whose geometric-mean ratio
+        # leaves [1/C, C]); the rollout_corr/* metrics are logged in every mode
+        rollout_correction="none",
+        rollout_correction_cap=2.0,  # C > 1
     ))
 
     c.optim = ml_collections.ConfigDict(dict(
@@ -133,6 +138,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_nonfinite_in_a_row=5,  # this many skipped (non-finite) updates in a row stop the run
         length_bucket=128,        # sequences are right-padded to a multiple of this many tokens
         export_final=True,        # save_hf the final policy into <out_dir>/final_hf
+        # 0: generate batch k with the weights it updates; 1: one-step off-policy, batch k+1 is generated with v_k
+        # while step k updates v_k (vLLM: overlapped on a background thread; JAX engine: inline), rlvr_jax.offpolicy
+        off_policy_steps=0,
     ))
 
     c.mesh = ml_collections.ConfigDict(dict(

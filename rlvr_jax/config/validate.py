@@ -136,6 +136,14 @@ def _validate_algorithm_fidelity(cfg: ml_collections.ConfigDict) -> None:
            f"dual clip needs c > 1 (or 0 = off), got {a.clip_ratio_c}")
     _check(a.log_ratio_clamp >= 0, "algo.log_ratio_clamp", f"must be >= 0 (0 = off), got {a.log_ratio_clamp}")
     _check(a.kl_value_clamp >= 0, "algo.kl_value_clamp", f"must be >= 0 (0 = off), got {a.kl_value_clamp}")
+    _check(cfg.train.off_policy_steps in (0, 1), "train.off_policy_steps",
+           f"must be 0 (synchronous) or 1 (one-step off-policy), got {cfg.train.off_policy_steps!r}")
+    from rlvr_jax.rollout_correction import CORRECTIONS
+    _check(a.rollout_correction in CORRECTIONS, "algo.rollout_correction",
+           f"{a.rollout_correction!r} not in {CORRECTIONS}")
+    _check(float(a.rollout_correction_cap) > 1.0, "algo.rollout_correction_cap",
+           f"the cap C must be > 1 (weights are truncated at C, sequences kept within [1/C, C]), "
+           f"got {a.rollout_correction_cap}")
     # {0,1} rewards used as advantages: the incorrect samples get A = 0, so NSR learns nothing and W-REINFORCE /
     # REINFORCE lose their negative term. "correctness" gives +1 / -1 whatever the reward format.
     if a.adv_estimator == "raw" and d.reward_format == "01":

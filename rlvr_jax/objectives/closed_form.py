@@ -15,6 +15,9 @@ logits z [..., V] (or probabilities) and return arrays of the same shape. delta_
      dH/dz_v = -pi_v (log pi_v - sum_u pi_u log pi_u).
 5. Clipped surrogate l = -min(r A, clip(r, 1-eps_low, 1+eps_high) A), r = pi_y / pi_old,y:
      dl/dz_v = -A r (delta_{vy} - pi_v)  inside the trust region (or on the pessimistic side), 0 when clipped.
+6. Truncated importance sampling (rlvr_jax.rollout_correction, token_tis): l_t = w_t * pg_t with the constant
+   w_t = min(exp(log pi_old,y - log pi_rollout,y), C), so dl/dz_v = w_t * dpg_t/dz_v (any of 1., 2., 5.);
+   the KL and entropy terms are not weighted.
 """
 from __future__ import annotations
 
@@ -79,3 +82,15 @@ def kl_estimator_logp_grad(logp, ref_logp, estimator: str):
     if estimator == "k3":
         return -jnp.expm1(d)
     raise ValueError(f"unknown KL estimator {estimator!r}; expected k1, k2 or k3")
+
+
+def tis_weight(old_logp, rollout_logp, cap: float):
+    """w = min(pi_old,y / pi_rollout,y, C) (identity 6), from the two log-probs."""
+    return jnp.minimum(jnp.exp(jnp.asarray(old_logp) - jnp.asarray(rollout_logp)), cap)
+
+
+def tis_clipped_surrogate_logit_grad(z, y, advantage, old_logp, rollout_logp, cap: float, eps_low: float,
+                                     eps_high: float):
+    """Identity 6 applied to 5.: d/dz of w * (-min(r A, clip(r) A)) = w * clipped_surrogate_logit_grad."""
+    w = tis_weight(old_logp, rollout_logp, cap)
+    return w[..., None] * clipped_surrogate_logit_grad(z, y, advantage, old_logp, eps_low, eps_high)

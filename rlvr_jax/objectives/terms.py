@@ -15,6 +15,8 @@ from rlvr_jax.objectives.types import LossOutput, ObjectiveHParams
 
 # Metric entries: token sums over valid (mask=1) tokens, plus counts. Summing them over micro-batches and
 # calling ``summarize_metrics`` once gives exact batch means.
+# Optional per-token constant multiplying the policy-gradient term (rlvr_jax.rollout_correction, token_tis).
+IS_WEIGHT_KEY = "rollout_is_weights"
 METRIC_KEYS = ("pg_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "entropy", "kl", "n_kept", "n_tokens")
 
 
@@ -23,7 +25,7 @@ def response_mask(batch) -> jax.Array:
     if "mask" not in batch or "logp" not in batch:
         raise KeyError(f"objective batch needs 'logp' and 'mask'; got keys {sorted(batch)}")
     mask = jnp.asarray(batch["mask"]) != 0
-    for key in ("logp", "old_logp", "advantages", "ref_logp", "entropy"):
+    for key in ("logp", "old_logp", "advantages", "ref_logp", "entropy", IS_WEIGHT_KEY):
         if key in batch and batch[key] is not None and jnp.shape(batch[key]) != mask.shape:
             raise ValueError(f"batch[{key!r}] has shape {jnp.shape(batch[key])}, mask has shape {mask.shape}")
     return mask
@@ -103,14 +105,18 @@ def finish(batch, mask, pg_tok, keep, clip_active, hp: ObjectiveHParams, *, kl_i
     """Adds the KL penalty (if ``kl_in_loss``) and entropy bonus to the policy-gradient loss, aggregates, and
     builds the metrics.
 
-    loss_t = 1[keep_t] * pg_t + beta * KL_t - c * H_t   (beta = hp.kl_coef, c = hp.entropy_coef, KL/H on all
-    valid tokens), aggregated by hp.agg_mode over the valid tokens.
+    loss_t = w_t * 1[keep_t] * pg_t + beta * KL_t - c * H_t   (beta = hp.kl_coef, c = hp.entropy_coef, KL/H on
+    all valid tokens), aggregated by hp.agg_mode over the valid tokens. w_t = sg[batch["rollout_is_weights"]]
+    (the truncated importance weight min(pi_old / pi_rollout, C), rlvr_jax.rollout_correction) when the batch
+    has it; without the key there is no multiplication at all (bit-identical to before).
     """
     logp = clean(batch["logp"], mask)
     dtype = logp.dtype
     zero = jnp.zeros((), dtype)
     keep = keep & mask
     pg = jnp.where(keep, pg_tok, zero)
+    if batch.get(IS_WEIGHT_KEY) is not None:
+        pg = pg * clean(jax.lax.stop_gradient(batch[IS_WEIGHT_KEY]), mask).astype(dtype)
     total = pg
     has_ref = batch.get("ref_logp") is not None
     kl_tok = (kl_estimate(logp, clean(batch["ref_logp"], mask), mask, hp.kl_estimator,
