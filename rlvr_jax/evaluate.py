@@ -109,20 +109,6 @@ def build_engine(kind: str, checkpoint: str, tokenizer, cfg: EvalConfig, model=N
     return make_engine("vllm", model_dir=checkpoint)
 
 
-def _check_code_template(names, template: str) -> None:
-    """One template serves every dataset of a run: code datasets need a code template, and cannot share a run
-    with the others."""
-    from rlvr_jax.data.code import CODE_TEMPLATES, is_code_dataset
-
-    code = [n for n in names if is_code_dataset(n)]
-    if code and len(code) != len(names):
-        raise app.UsageError(f"--datasets mixes code datasets {code} with others; evaluate them in separate runs "
-                             f"(one --template per run)")
-    if code and template not in CODE_TEMPLATES:
-        raise app.UsageError(f"--template={template} asks for a boxed answer; code datasets {code} need one of "
-                             f"{CODE_TEMPLATES}")
-
-
 def main(argv):
     del argv
     if not FLAGS.out:
@@ -146,7 +132,12 @@ def main(argv):
     loaded = [load_dataset(name, FLAGS.data_dir, rg_size=FLAGS.rg_size, rg_seed=FLAGS.rg_seed)
               for name in FLAGS.datasets]
     datasets = {ds.name: ds for ds in loaded}  # registry names, rg:<task>, or a data file's stem
-    _check_code_template(FLAGS.datasets, cfg.template)
+    from rlvr_jax.data.code import check_code_template
+
+    try:
+        check_code_template(FLAGS.datasets, cfg.template)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     if len(datasets) != len(loaded):
         raise app.UsageError(f"--datasets has repeated names: {[ds.name for ds in loaded]}")
     want_entropy = FLAGS.token_entropy if FLAGS.token_entropy is not None else FLAGS.engine == "jax"

@@ -144,13 +144,11 @@ def test_config_validation_of_code_datasets(data_dir, tmp_path):
 
 
 def test_evaluate_cli_refuses_a_boxed_template_or_mixed_runs_for_code():
-    from absl import app
-
-    from rlvr_jax.evaluate import _check_code_template
+    from rlvr_jax.data.code import check_code_template as _check_code_template
 
     _check_code_template(["humaneval", "lcb:2024-01-01:"], "qwen_code")
     _check_code_template(["math500"], "qwen_boxed")
-    with pytest.raises(app.UsageError, match="need one of"):
+    with pytest.raises(ValueError, match="need one of"):
         _check_code_template(["humaneval"], "qwen_boxed")
-    with pytest.raises(app.UsageError, match="separate runs"):
+    with pytest.raises(ValueError, match="separate runs"):
         _check_code_template(["humaneval", "math500"], "qwen_code")

@@ -132,10 +132,12 @@ def load_lcb(name: str = "lcb", data_dir: str | os.PathLike = "data") -> Dataset
     if not files:
         raise FileNotFoundError(f"dataset {name!r}: no LiveCodeBench release files (*.jsonl) in {folder}; "
                                 f"download code_generation_lite's test*.jsonl there and set data_dir")
-    problems, skipped, seen = [], [], set()
+    problems, skipped, seen, malformed = [], [], set(), []
     for path in files:
-        for i, row in enumerate(read_jsonl(path)):
-            pid = str(row.get("question_id") or f"{path.stem}-{i}")
+        rows, bad = read_jsonl(path)  # unreadable lines come back as BadRow (file:line, reason), not raised
+        malformed.extend(bad)
+        for i, row in enumerate(rows):
+            pid = str(row.get("question_id") or f"{path.stem}-{row.get('_line', i + 1)}")
             try:
                 p = lcb_problem(row)
             except (ValueError, KeyError, TypeError, pickle.UnpicklingError, zlib.error, EOFError) as e:
@@ -153,7 +155,22 @@ def load_lcb(name: str = "lcb", data_dir: str | os.PathLike = "data") -> Dataset
             problems.append(p)
     if skipped:
         logger.warning("%s: skipped %d unusable row(s): %s", name, len(skipped), ", ".join(skipped[:20]))
-    return Dataset(name=name, problems=problems, skipped=skipped, path=str(folder))
+    if malformed:
+        logger.warning("%s: skipped %d unreadable line(s): %s", name, len(malformed),
+                       "; ".join(str(b) for b in malformed[:20]))
+    return Dataset(name=name, problems=problems, skipped=skipped, path=str(folder), malformed=malformed)
+
+
+def check_code_template(names, template: str) -> None:
+    """One template serves every dataset of an evaluation run: code datasets need a code template and cannot
+    share a run with the others (ValueError otherwise)."""
+    code = [n for n in names if is_code_dataset(n)]
+    if code and len(code) != len(names):
+        raise ValueError(f"--datasets mixes code datasets {code} with others; evaluate them in separate runs "
+                         f"(one --template per run)")
+    if code and template not in CODE_TEMPLATES:
+        raise ValueError(f"--template={template} asks for a boxed answer; code datasets {code} need one of "
+                         f"{CODE_TEMPLATES}")
 
 
 def humaneval_file() -> pathlib.Path:
