@@ -42,9 +42,10 @@ class ToyDecoder(nnx.Module):
     def init_cache(self, batch_size, max_len):
         return {"c": jnp.zeros((batch_size, max_len, self.ctx.shape[1]), jnp.float32)}
 
-    def prefill(self, input_ids, attention_mask, cache):
+    def prefill(self, input_ids, attention_mask, cache, last_only=False):
         ctx = self.ctx[...][input_ids] * attention_mask[..., None]
-        return self(input_ids, attention_mask), {"c": cache["c"].at[:, :input_ids.shape[1]].set(ctx)}
+        logits = self(input_ids, attention_mask)
+        return logits[:, -1] if last_only else logits, {"c": cache["c"].at[:, :input_ids.shape[1]].set(ctx)}
 
     def decode_step(self, tokens, positions, cache_index, kv_mask, cache):
         new = self.ctx[...][tokens]
