@@ -71,7 +71,7 @@ from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlvr_jax.rollout.buckets import _check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
 
 SCHEDULERS = ("static", "continuous")
-DEFAULT_SCHEDULER = "static"
+DEFAULT_SCHEDULER = "continuous"
 
 
 class JaxSampler(RolloutEngine):
