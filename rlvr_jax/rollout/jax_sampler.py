@@ -93,7 +93,7 @@ class JaxSampler(RolloutEngine):
       batch_axes: mesh axes the rows are split over (default: those of ``("data", "fsdp")`` in the mesh).
       scheduler: ``'static'`` (each chunk of rows decodes until its longest row is done) or ``'continuous'``
         (a finished row's slot is refilled with the next pending request; :mod:`rlvr_jax.rollout.continuous`).
-        Both give the same tokens and log-probs for the same seed.
+        Both give the same tokens and log-probs for the same seed; the default is continuous (docs/performance.md).
       decode_steps: continuous only: the most decode steps per compiled call (the host then resumes it).
       refill_rows: continuous only: requests prefilled per refill (default: an eighth of the slots).
       queue_slots: continuous only: requests handed to one compiled call, in multiples of the slot count.
