@@ -18,8 +18,10 @@ Layout of one compiled call, for a batch bucket ``B``, prompt bucket ``P`` and n
 
 ``prefill(..., last_only=True)`` runs all ``P`` prompt columns in one pass (one read of the weights) and
 unembeds only column ``P-1`` (a real token in every row, thanks to left padding; a ``[B, P, V]`` unembedding
-would, for a 150k vocabulary, dwarf everything else), giving the logits of token 0. Each later token t comes from one ``decode_step`` that feeds token t-1. The decode loop is a ``lax.while_loop`` that stops when every sequence is done
-(a stop token was emitted, or ``max_new_tokens`` reached), so finished batches cost nothing more.
+would, for a 150k vocabulary, dwarf everything else), giving the logits of token 0. Each later token t comes
+from one ``decode_step`` that feeds token t-1. The decode loop is a ``lax.while_loop`` that stops when every
+sequence is done (a stop token was emitted, or ``max_new_tokens`` reached), so finished batches cost nothing
+more.
 The KV cache is allocated inside the compiled function and lives only in the while-loop carry, which
 XLA updates in place: no cache buffer crosses the jit boundary (nothing to donate, no copy, no host
 round trip) and no cache memory stays resident between calls, leaving it free for the train step.
