@@ -222,7 +222,7 @@ def _float32_matmuls():
 def xla_reference(tiny_qwen3):
     model, _ = load_hf(tiny_qwen3)
     sampler = JaxSampler(model, pad_id=0, batch_buckets=[8], prompt_buckets=[16], new_token_buckets=[16],
-                         max_prompt_len=16, max_new_tokens_limit=16)
+                         max_prompt_len=16, max_new_tokens_limit=16, scheduler="static")
     return sampler.generate(PROMPTS, 2, PARAMS)
 
 
@@ -239,7 +239,7 @@ def _assert_same(out, ref):
 def test_sampler_pallas_matches_xla(tiny_qwen3, xla_reference):
     model, _ = load_hf(tiny_qwen3, decode_attention_impl="pallas")
     sampler = JaxSampler(model, pad_id=0, batch_buckets=[8], prompt_buckets=[16], new_token_buckets=[16],
-                         max_prompt_len=16, max_new_tokens_limit=16)
+                         max_prompt_len=16, max_new_tokens_limit=16, scheduler="static")
     out = sampler.generate(PROMPTS, 2, PARAMS)
     assert sum(len(c.token_ids) for row in out for c in row) > 8 * 6  # the comparison covers real decoding
     print(f"\n[sampler pallas vs xla] max |dlogp| {_assert_same(out, xla_reference):.1e}")
@@ -254,7 +254,7 @@ def test_sampler_pallas_sharded_over_mesh(tiny_qwen3, xla_reference):
     mesh = make_mesh({"data": 2, "fsdp": 4, "tp": 1})
     model, _ = load_hf(tiny_qwen3, decode_attention_impl="pallas", mesh=mesh)  # fsdp-sharded weights
     sampler = JaxSampler(model, pad_id=0, batch_buckets=[8], prompt_buckets=[16], new_token_buckets=[16],
-                         max_prompt_len=16, max_new_tokens_limit=16, mesh=mesh)
+                         max_prompt_len=16, max_new_tokens_limit=16, mesh=mesh, scheduler="static")
     out = sampler.generate(PROMPTS, 2, PARAMS)
     print(f"\n[sampler pallas on 2x4 mesh vs xla] max |dlogp| {_assert_same(out, xla_reference):.1e}")
 

@@ -50,6 +50,13 @@ def test_prefill_and_decode_match_full_forward(tmp_path, family):
     ref = full(state, jnp.asarray(ids), jnp.asarray(mask))
     real = mask.astype(bool)
     errs = [_rel(np.asarray(logits)[real], np.asarray(ref)[real])]
+    # last_only (the samplers' token-0 prefill): the last column's logits [B, V] and the same cache.
+    last_only, cache_last = jax.jit(lambda st, i, m, c: nnx.merge(graphdef, st).prefill(i, m, c, last_only=True))(
+        state, jnp.asarray(ids), jnp.asarray(mask), model.init_cache(B, S))
+    assert last_only.shape == (B, cfg.vocab_size)
+    errs.append(_rel(last_only, np.asarray(ref)[:, -1]))
+    for a, b in zip(cache_last["k"] + cache_last["v"], cache["k"] + cache["v"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
     kv_mask = np.zeros((B, S), np.int32)
     kv_mask[:, :T0] = mask

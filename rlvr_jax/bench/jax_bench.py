@@ -127,7 +127,8 @@ def bench_sampler(preset: str, batch: int, prompt_len: int, new_tokens: int, rep
                         decode_attention_impl=decode_attention_impl)
     sampler = JaxSampler(model, pad_id=0, max_batch_size=batch, batch_buckets=(batch,),
                          max_prompt_len=prompt_len, prompt_buckets=(prompt_len,),
-                         max_new_tokens_limit=new_tokens, new_token_buckets=(new_tokens,))
+                         max_new_tokens_limit=new_tokens, new_token_buckets=(new_tokens,),
+                         scheduler="static")  # fixed shape: every row decodes --new_tokens (no refills)
     del model
     rng = np.random.default_rng(0)
     prompts = [list(map(int, rng.integers(1, cfg.vocab_size, prompt_len))) for _ in range(batch)]

@@ -59,7 +59,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_new_tokens=3072,
         sync_dir="",           # where weight versions are exported for vLLM (default: <out_dir>/weights)
         jax=ml_collections.ConfigDict(dict(  # the in-process sampler (rlvr_jax.rollout.jax_sampler)
-            scheduler="static",  # static (chunks decode to their longest row) | continuous (slots refilled)
+            scheduler="continuous",  # continuous (slots refilled) | static (chunks decode to their longest row)
             decode_steps=4096,   # continuous: most decode steps per compiled call (then the host resumes it)
             refill_rows=0,       # continuous: prompts prefilled per refill call (0 = an eighth of the slots)
         )),

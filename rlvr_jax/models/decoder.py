@@ -138,24 +138,28 @@ class Decoder(nnx.Module):
         """Number of slots ``S`` of a cache from :meth:`init_cache` (either layout)."""
         return cache["k"][0].shape[2 if self.config.decode_attention_impl == "pallas" else 1]
 
-    def _run_cached(self, x, cos, sin, mask, cache, index, attend_to_cache, kv_range=None):
+    def _run_cached(self, x, cos, sin, mask, cache, index, attend_to_cache, kv_range=None, last_only=False):
         ks, vs = [], []
         for blk, ck, cv in zip(self.layers, cache["k"], cache["v"]):
             x, ck, cv = blk.cached(x, cos, sin, mask, ck, cv, index, attend_to_cache, kv_range)
             ks.append(ck)
             vs.append(cv)
+        if last_only:
+            x = x[:, -1]
         return self.logits_from_hidden(self.final_norm(x)), {"k": tuple(ks), "v": tuple(vs)}
 
-    def prefill(self, input_ids, attention_mask, cache):
+    def prefill(self, input_ids, attention_mask, cache, last_only: bool = False):
         """Runs left-padded prompts ``[B, T]``, writes K/V into cache slots ``[0, T)``.
 
-        Returns ``(logits [B, T, V] float32, cache)``; positions come from the mask.
+        Returns ``(logits [B, T, V] float32, cache)``; positions come from the mask. With ``last_only`` the
+        logits are those of the last column only, ``[B, V]`` (the samplers' token 0: one weight pass for the
+        whole prompt and no ``[B, T, V]`` unembedding).
         """
         T, S = input_ids.shape[1], self.cache_len(cache)
         if T > S:
             raise ValueError(f"prompt length {T} exceeds the cache length {S}")
         x, cos, sin, mask = self._prepare(input_ids, None, attention_mask)
-        return self._run_cached(x, cos, sin, mask, cache, 0, attend_to_cache=False)
+        return self._run_cached(x, cos, sin, mask, cache, 0, attend_to_cache=False, last_only=last_only)
 
     def decode_step(self, tokens, positions, cache_index, kv_mask, cache):
         """One token per row: ``tokens [B]`` at ``positions [B]``, K/V written at slot ``cache_index``

@@ -53,6 +53,11 @@ _PRESETS: dict[str, dict] = {
                              head_dim=64),
     "llama-3.2-3b": _llama32(hidden_size=3072, intermediate_size=8192, num_layers=28, num_heads=24,
                              head_dim=128),
+    # A mid-size Qwen3 shape (~42 M parameters, a 32k vocabulary) for CPU benchmarks of the sampler: the
+    # largest whose long-tailed scheduler comparison runs in minutes on 2 cores (docs/performance.md).
+    "mid-qwen3": _qwen3(vocab_size=32768, hidden_size=512, intermediate_size=1536, num_layers=8, num_heads=8,
+                        num_kv_heads=4, head_dim=64, tie_word_embeddings=True, max_position_embeddings=4096,
+                        bos_token_id=1, eos_token_id=2),
     # Tiny shapes for tests and CPU demos.
     "tiny-qwen3": _qwen3(vocab_size=512, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=2,
                          num_kv_heads=1, head_dim=64, tie_word_embeddings=True, max_position_embeddings=2048,

@@ -180,10 +180,9 @@ class ContinuousScheduler:
         cache = self.s._constrain_cache(model.init_cache(R, L))
         plens = jnp.sum(mask, axis=-1).astype(jnp.int32)
         kv_mask = jnp.concatenate([mask, jnp.zeros((R, N), jnp.int32)], axis=1)
-        if P > 1:  # as in the static path: prefill P-1 columns, then one decode step on the last column
-            _, cache = model.prefill(tokens[:, :-1], mask[:, :-1], cache)
-            cache = self.s._constrain_cache(cache)
-        logits, cache = model.decode_step(tokens[:, -1], plens - 1, jnp.int32(P - 1), kv_mask, cache)
+        # as in the static path: one prefill pass (one read of the weights), logits of the last column only
+        logits, cache = model.prefill(tokens, mask, cache, last_only=True)
+        cache = self.s._constrain_cache(cache)
         tok, logp, hit = sample(logits, rows, jnp.zeros((R,), jnp.int32))
         new = dict(kv_mask=kv_mask, tok=tok, t=jnp.ones((R,), jnp.int32), plen=plens, row=rows, req=req,
                    max_new=max_new, active=~hit & (max_new > 1), busy=jnp.ones((R,), bool), stopped=hit,

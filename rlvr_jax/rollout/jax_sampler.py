@@ -3,8 +3,9 @@
 The model is any flax.nnx module implementing the decoder contract of ``rlvr_jax.models``:
 
 * ``init_cache(batch_size, max_len) -> cache`` (a pytree of arrays),
-* ``prefill(input_ids[B,T], attention_mask[B,T], cache) -> (logits[B,T,V] f32, cache)`` for left-padded
-  prompts, writing K/V into cache slots ``[0, T)``,
+* ``prefill(input_ids[B,T], attention_mask[B,T], cache, last_only=False) -> (logits[B,T,V] f32, cache)`` for
+  left-padded prompts, writing K/V into cache slots ``[0, T)``; with ``last_only=True`` the logits are the
+  last column's, ``[B, V]``,
 * ``decode_step(tokens[B], positions[B], cache_index, kv_mask[B,L], cache) -> (logits[B,V] f32, cache)``
   writing K/V at slot ``cache_index`` and attending to the slots where ``kv_mask == 1``.
 
@@ -15,11 +16,12 @@ Layout of one compiled call, for a batch bucket ``B``, prompt bucket ``P`` and n
            left-padded prompts             generated tokens; step t writes slot P+t-1
     position of generated token j = prompt_len + j   (prompt positions are 0..prompt_len-1)
 
-``prefill`` runs prompt columns ``[0, P-1)`` and its logits are discarded (XLA then skips the
-``[B, P-1, V]`` unembedding, which for a 150k vocabulary would dwarf everything else); one
-``decode_step`` on column ``P-1`` (a real token in every row, thanks to left padding) gives the logits of
-token 0. Each later token t comes from one ``decode_step`` that feeds token t-1. The decode loop is a ``lax.while_loop`` that stops when every sequence is done
-(a stop token was emitted, or ``max_new_tokens`` reached), so finished batches cost nothing more.
+``prefill(..., last_only=True)`` runs all ``P`` prompt columns in one pass (one read of the weights) and
+unembeds only column ``P-1`` (a real token in every row, thanks to left padding; a ``[B, P, V]`` unembedding
+would, for a 150k vocabulary, dwarf everything else), giving the logits of token 0. Each later token t comes
+from one ``decode_step`` that feeds token t-1. The decode loop is a ``lax.while_loop`` that stops when every
+sequence is done (a stop token was emitted, or ``max_new_tokens`` reached), so finished batches cost nothing
+more.
 The KV cache is allocated inside the compiled function and lives only in the while-loop carry, which
 XLA updates in place: no cache buffer crosses the jit boundary (nothing to donate, no copy, no host
 round trip) and no cache memory stays resident between calls, leaving it free for the train step.
@@ -71,7 +73,7 @@ from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlvr_jax.rollout.buckets import _check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
 
 SCHEDULERS = ("static", "continuous")
-DEFAULT_SCHEDULER = "static"
+DEFAULT_SCHEDULER = "continuous"
 
 
 class JaxSampler(RolloutEngine):
@@ -93,7 +95,7 @@ class JaxSampler(RolloutEngine):
       batch_axes: mesh axes the rows are split over (default: those of ``("data", "fsdp")`` in the mesh).
       scheduler: ``'static'`` (each chunk of rows decodes until its longest row is done) or ``'continuous'``
         (a finished row's slot is refilled with the next pending request; :mod:`rlvr_jax.rollout.continuous`).
-        Both give the same tokens and log-probs for the same seed.
+        Both give the same tokens and log-probs for the same seed; the default is continuous (docs/performance.md).
       decode_steps: continuous only: the most decode steps per compiled call (the host then resumes it).
       refill_rows: continuous only: requests prefilled per refill (default: an eighth of the slots).
       queue_slots: continuous only: requests handed to one compiled call, in multiples of the slot count.
@@ -365,13 +367,9 @@ class JaxSampler(RolloutEngine):
         prompt_lens = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
         kv_mask = jnp.concatenate([prompt_mask.astype(jnp.int32),
                                    jnp.zeros((batch, num_new_bucket), jnp.int32)], axis=1)
-        # Prefill all but the last prompt column (its [B, P-1, V] logits are unused, so XLA drops the
-        # unembedding), then one decode step on the last column (a real token in every row: left padding)
-        # gives the only logits needed, [B, V].
-        if plen > 1:
-            _, cache = model.prefill(tokens[:, :-1], prompt_mask[:, :-1], cache)
-            cache = self._constrain_cache(cache)
-        logits, cache = model.decode_step(tokens[:, -1], prompt_lens - 1, jnp.int32(plen - 1), kv_mask, cache)
+        # One prefill pass over the whole prompt; only its last column (a real token in every row: left
+        # padding) is unembedded, giving the logits of token 0, [B, V].
+        logits, cache = model.prefill(tokens, prompt_mask, cache, last_only=True)
         cache = self._constrain_cache(cache)
         out_tokens = jnp.full((batch, num_new_bucket), self.pad_id, jnp.int32)
         out_logps = jnp.zeros((batch, num_new_bucket), jnp.float32)
