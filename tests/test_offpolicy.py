@@ -60,11 +60,9 @@ def test_off_policy_steps_validation(env, tmp_path):  # noqa: F811
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.xdist_group("vllm")
-def test_one_step_off_policy_vllm_end_to_end_and_sigterm_resume(env, tmp_path):  # noqa: F811
+def test_one_step_off_policy_vllm_end_to_end_and_sigterm_resume(env, tmp_path, monkeypatch):  # noqa: F811
     """The vLLM engine generates batch k+1 on a background thread while step k updates; versions are one
     behind after the first batch; SIGTERM during step 1 + resume equals the uninterrupted run (three servers)."""
-    import signal
-    from rlvr_jax.checkpointing import PreemptionGuard
 
     def cfg(out):
         c = tiny(env, "nsr", out, total_steps=3, train__export_final=False, checkpoint__every=1,
@@ -86,9 +84,10 @@ def test_one_step_off_policy_vllm_end_to_end_and_sigterm_resume(env, tmp_path): 
         assert r["timing_s/gen_hidden"] >= 0
         assert r["timing_s/gen_exposed"] + r["timing_s/gen_hidden"] == pytest.approx(r["timing_s/gen"])
         assert r["rollout_corr/rollout_is_std"] < 1e-2  # float32 server vs learner under the same version
-    with PreemptionGuard() as guard:
-        os.kill(os.getpid(), signal.SIGTERM)  # honoured at the end of step 1, with batch 2 in flight
-        first = run(cfg(tmp_path / "b"), tokenizer=env["tok"], guard=guard)
+    # SIGTERM to itself right after step 1's update (batch 2 is in flight then), honoured at the end of step 1
+    monkeypatch.setenv("RLVR_FAULT_AT", "update:0:TERM")
+    first = run(cfg(tmp_path / "b"), tokenizer=env["tok"])
+    monkeypatch.delenv("RLVR_FAULT_AT")
     assert first.preempted and first.steps_done == 1
     second = run(cfg(tmp_path / "b"), tokenizer=env["tok"])
     assert second.steps_done == 3

@@ -178,7 +178,10 @@ def test_uninterrupted_run_has_zero_engine_restarts(uninterrupted):
     assert [r["rollout/engine_restarts"] for r in rows] == [0] * STEPS
     assert min(r["prompt_length/mean"] for r in rows) * 4 * 8 > 2048  # every batch exceeds the CPU default budget
     log = (out / "vllm_server.log").read_text(errors="replace")
-    assert "does not use offset" not in log and "EngineDeadError" not in log
+    # vLLM's own shutdown (SIGTERM, then a force kill of EngineCore) may log an EngineDeadError: only the log
+    # before the first shutdown line counts
+    during_run = log.split("[shutdown]")[0]
+    assert "does not use offset" not in log and "EngineDeadError" not in during_run
     assert log.count("===== starting vLLM server") == 1
 
 
