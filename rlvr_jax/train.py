@@ -276,8 +276,6 @@ def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> R
 
     algo = cfg.algo.name
     n = batching.n
-    own_guard = guard is None
-    guard = guard or PreemptionGuard()
     progress = Progress(int(cfg.train.total_steps), start, enabled=bool(cfg.logging.progress) and is_main)
     metrics: dict[str, Any] = {}
     preempted = guard.requested_anywhere()  # a signal during start-up: stop before any step (nothing to save)
@@ -298,8 +296,6 @@ def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> R
         return saved
 
     try:
-        if own_guard:
-            guard.__enter__()
         while step < int(cfg.train.total_steps) and not preempted:
             t_step = time.perf_counter()
             timing: dict[str, float] = {}
@@ -428,8 +424,6 @@ def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> R
             print(format_metric_line(step, metrics), flush=True)
         return RunResult(step, out_dir, metrics, preempted, final)
     finally:
-        if own_guard:
-            guard.__exit__(None, None, None)
         progress.close()
         writer.close()
         ckpt.close()
