@@ -1,96 +1,37 @@
 """The learner: jitted, sharded policy (and critic) updates with exact micro-batch gradient accumulation.
 
-Sequence layout. A batch of N sequences is ``prompt_ids [N, P]`` (left-padded, ``prompt_mask``) followed by
-``response_ids [N, R]`` (right-padded, ``response_mask``); P and R are rounded up to multiples of
-``length_bucket`` so that only a few shapes are ever compiled. Response token j sits at position P + j and is
-predicted by the hidden state at P + j - 1, so
+Batches are :class:`rlvr_jax.batch.TrainBatch` values (the sequence layout is documented there). For a
+response token j of row n,
 
     logp[n, j] = log pi(response_ids[n, j] | prompt, response[:j]),   entropy[n, j] = H(pi(. | same prefix)),
 
 computed by ``rlvr_jax.models.logprobs.token_logprobs`` (chunked, float32, raw temperature-1 distribution =
-the rollout engines' log-prob convention).
-
-Exact accumulation. An update over a mini-batch of micro-batches m = 1..M minimises
-``L = sum_m loss_sum_m / D`` with ``D = sum_m denom_m``. D depends only on the masks (``loss_denominator``),
-so it is computed first and every micro-batch contributes ``grad(loss_sum_m) / D``; the summed gradient equals
-the gradient of one big batch (up to float32 summation order). Then: global-norm of the gradient (reported as
-``actor/grad_norm``, before clipping), clipping, AdamW. A non-finite loss or gradient norm skips the update
-(parameters and optimizer state unchanged) and is counted.
+the rollout engines' log-prob convention). The exact accumulation of micro-batch gradients and the optimizer
+are in ``rlvr_jax.trainable``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-
-from rlvr_jax.models.logprobs import token_logprobs
-from rlvr_jax.objectives import get_objective, hparams_from_config, loss_denominator
-from rlvr_jax.objectives.terms import IS_WEIGHT_KEY
-from rlvr_jax.objectives.types import ObjectiveHParams
 from jax.sharding import NamedSharding, PartitionSpec
 
+from rlvr_jax.batch import (SEQUENCE_FIELDS, TrainBatch, micro_batches, pack_sequences, pad_rows,  # noqa: F401
+                            round_up, take_rows, to_host)
+from rlvr_jax.models.logprobs import token_logprobs
+from rlvr_jax.objectives import get_objective, hparams_from_config, loss_denominator
+from rlvr_jax.objectives.types import ObjectiveHParams
 from rlvr_jax.sharding import batch_sharding
+from rlvr_jax.trainable import Trainable, make_optimizer, make_schedule  # noqa: F401  (re-exported)
 
-Batch = dict[str, np.ndarray]
+_to_host = to_host  # the older private name (tests/test_multihost.py)
 
 
 # ------------------------------------------------------------------------------------------------
-# Host-side batch packing
-# ------------------------------------------------------------------------------------------------
-def round_up(x: int, multiple: int) -> int:
-    return max(multiple, int(math.ceil(x / multiple)) * multiple)
-
-
-def pack_sequences(prompts, responses, length_bucket: int, pad_id: int = 0) -> Batch:
-    """Left-pads prompts and right-pads responses to bucketed lengths (numpy; see module docstring)."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    n = len(prompts)
-    P = round_up(max((len(p) for p in prompts), default=1), length_bucket)
-    R = round_up(max((len(r) for r in responses), default=1), length_bucket)
-    out = {"prompt_ids": np.full((n, P), pad_id, np.int32), "prompt_mask": np.zeros((n, P), np.int32),
-           "response_ids": np.full((n, R), pad_id, np.int32), "response_mask": np.zeros((n, R), np.float32)}
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty")
-        out["prompt_ids"][i, P - len(p):] = p
-        out["prompt_mask"][i, P - len(p):] = 1
-        out["response_ids"][i, :len(r)] = r
-        out["response_mask"][i, :len(r)] = 1
-    return out
-
-
-def pad_rows(batch: Batch, multiple: int) -> Batch:
-    """Appends all-zero rows (masks 0: they contribute nothing) so the row count divides ``multiple``."""
-    n = next(iter(batch.values())).shape[0]
-    extra = (-n) % multiple
-    if extra == 0:
-        return batch
-    out = {}
-    for k, v in batch.items():
-        fill = np.zeros((extra,) + v.shape[1:], v.dtype)
-        if k == "prompt_mask":  # keep one real (pad-id) prompt token so attention rows are never empty
-            fill[:, -1] = 1
-        out[k] = np.concatenate([v, fill], axis=0)
-    return out
-
-
-def take_rows(batch: Batch, idx) -> Batch:
-    return {k: v[idx] for k, v in batch.items()}
-
-
-def micro_batches(batch: Batch, micro_batch_size: int) -> list[Batch]:
-    batch = pad_rows(batch, micro_batch_size)
-    n = next(iter(batch.values())).shape[0]
-    return [{k: v[s:s + micro_batch_size] for k, v in batch.items()} for s in range(0, n, micro_batch_size)]
-
-
 # ------------------------------------------------------------------------------------------------
 # Pure model functions
 # ------------------------------------------------------------------------------------------------
@@ -117,15 +58,16 @@ def response_hidden(model, prompt_ids, prompt_mask, response_ids, response_mask)
     return jnp.take_along_axis(h, rows[:, :, None], axis=1)
 
 
-def sequence_logprobs(model, mb: Batch, chunk_size: int):
+def sequence_logprobs(model, mb: TrainBatch, chunk_size: int):
     """``(logp [N, R], entropy [N, R])`` of the response tokens under ``model`` (float32).
 
     The output projection's matmuls (forward and backward) run in the model's compute dtype with float32
     accumulation, as in the samplers, and the gradient of a float32 master ``[H, V]`` matrix is summed in
     float32 (see ``rlvr_jax.models.logprobs``).
     """
-    h = response_hidden(model, mb["prompt_ids"], mb["prompt_mask"], mb["response_ids"], mb["response_mask"])
-    return token_logprobs(h, model.unembed_matrix(), mb["response_ids"], chunk_size=chunk_size,
+    mb = TrainBatch.of(mb)
+    h = response_hidden(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask)
+    return token_logprobs(h, model.unembed_matrix(), mb.response_ids, chunk_size=chunk_size,
                           compute_dtype=model.config.dtype)
 
 
@@ -138,140 +80,32 @@ class ValueModel(nnx.Module):
         h = backbone.config.hidden_size
         self.head = nnx.Linear(h, 1, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
 
-    def values(self, mb: Batch):
-        h = response_hidden(self.backbone, mb["prompt_ids"], mb["prompt_mask"], mb["response_ids"],
-                            mb["response_mask"])
+    def values(self, mb: TrainBatch):
+        h = response_hidden(self.backbone, mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask)
         return self.head(h.astype(jnp.float32))[..., 0]
 
 
-def value_loss(values, old_values, returns, mask, clip: float):
-    """verl's clipped value loss, token sums: 0.5 max((V - G)^2, (clip(V, V_old +- c) - G)^2)."""
+def value_loss(values, old_values, returns, mask, clip: float | None):
+    """verl's clipped value loss (PPO critic), token sums over the valid tokens:
+
+        l_t = 0.5 max((V_t - G_t)^2, (V_old,t + clip(V_t - V_old,t, -c, c) - G_t)^2),   c = ``algo.value_clip``,
+
+    with G the GAE returns and V_old the values before the update; ``clip`` None or <= 0 gives the unclipped
+    0.5 (V_t - G_t)^2. ``vf_clipfrac`` counts the tokens where the clipped branch is the larger one.
+    """
     m = mask != 0
-    vc = old_values + jnp.clip(values - old_values, -clip, clip)
-    per_tok = 0.5 * jnp.maximum(jnp.square(values - returns), jnp.square(vc - returns))
-    per_tok = jnp.where(m, per_tok, 0.0)
-    clipped = jnp.where(m, jnp.square(vc - returns) > jnp.square(values - returns), False)
+    unclipped = jnp.square(values - returns)
+    if clip is None or clip <= 0:
+        clipped_sq = unclipped
+    else:
+        clipped_sq = jnp.square(old_values + jnp.clip(values - old_values, -clip, clip) - returns)
+    per_tok = jnp.where(m, 0.5 * jnp.maximum(unclipped, clipped_sq), 0.0)
+    clipped = jnp.where(m, clipped_sq > unclipped, False)
     metrics = {"vf_loss": jax.lax.stop_gradient(jnp.sum(per_tok)),
                "vf_clipfrac": jnp.sum(clipped).astype(jnp.float32),
                "vpred": jax.lax.stop_gradient(jnp.sum(jnp.where(m, values, 0.0))),
                "n_tokens": jnp.sum(m).astype(jnp.float32)}
     return jnp.sum(per_tok), metrics
-
-
-# ------------------------------------------------------------------------------------------------
-# Optimizer
-# ------------------------------------------------------------------------------------------------
-def make_schedule(lr: float, warmup_steps: int, total_updates: int, kind: str = "constant",
-                  min_lr_ratio: float = 0.0) -> optax.Schedule:
-    """Linear warm-up from 0 over ``warmup_steps`` updates, then constant or cosine to ``min_lr_ratio*lr``."""
-    if kind == "constant":
-        after = optax.constant_schedule(lr)
-    elif kind == "cosine":
-        after = optax.cosine_decay_schedule(lr, max(1, total_updates - warmup_steps), alpha=min_lr_ratio)
-    else:
-        raise ValueError(f"unknown lr schedule {kind!r}; expected constant or cosine")
-    if warmup_steps <= 0:
-        return after
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), after], [warmup_steps])
-
-
-def make_optimizer(schedule: optax.Schedule, weight_decay: float, b1: float, b2: float, eps: float,
-                   grad_clip: float, mu_dtype: str | None = None) -> optax.GradientTransformation:
-    """Global-norm clipping (``grad_clip <= 0`` disables it) followed by AdamW.
-
-    ``mu_dtype`` stores Adam's first moment in that dtype (e.g. ``"bfloat16"``: 2 bytes less to read and
-    write per parameter and update, and 2 bytes less memory); the second moment keeps the parameters' dtype.
-    """
-    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                             mu_dtype=None if mu_dtype in (None, "", "float32") else jnp.dtype(mu_dtype)))
-    return optax.chain(*parts)
-
-
-# ------------------------------------------------------------------------------------------------
-# A trainable module: params + optimizer state + jitted accumulate / apply
-# ------------------------------------------------------------------------------------------------
-def _tree_add(a, b):
-    return jax.tree.map(jnp.add, a, b)
-
-
-def _mesh_sharding(x, mesh):
-    """``x``'s sharding if it is a NamedSharding on ``mesh``, else replicated on ``mesh``."""
-    sh = getattr(x, "sharding", None)
-    if isinstance(sh, NamedSharding) and sh.mesh == mesh:
-        return sh
-    return NamedSharding(mesh, PartitionSpec())
-
-
-class Trainable:
-    """One optimised module (policy or critic). ``state = {'params', 'opt_state', 'step', 'skipped'}`` is a
-    pytree of arrays (checkpointed as is); ``loss_fn(module, micro_batch) -> (loss_sum, metric_sums)``.
-
-    :meth:`update` is one jitted function per micro-batch shape: a ``lax.scan`` over the stacked
-    micro-batches ``[M, micro, ...]`` accumulating ``grad(loss_sum_m) / D``, then clip + AdamW, skipped when
-    the loss or the gradient norm is not finite.
-    """
-
-    def __init__(self, module: nnx.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                 loss_fn: Callable, mesh):
-        self.graphdef, params, self.rest = nnx.split(module, nnx.Param, ...)
-        self.tx, self.schedule, self.loss_fn, self.mesh = tx, schedule, loss_fn, mesh
-        with jax.set_mesh(mesh):
-            opt_state = jax.jit(tx.init)(params)
-        state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
-                 "skipped": jnp.zeros((), jnp.int32)}
-        # Pin every leaf to a sharding on the mesh, and keep it across updates: one compile per shape.
-        self.state_shardings = jax.tree.map(lambda x: _mesh_sharding(x, mesh), state)
-        self.state = jax.device_put(state, self.state_shardings)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        self._update = jax.jit(self._update_impl, donate_argnums=(0,),
-                               out_shardings=(self.state_shardings, replicated, replicated))
-
-    def module(self, params=None):
-        return nnx.merge(self.graphdef, self.state["params"] if params is None else params, self.rest)
-
-    def _update_impl(self, state, stacked, inv_denom):
-        params = state["params"]
-
-        def scalar(p, mb):
-            loss_sum, metrics = self.loss_fn(nnx.merge(self.graphdef, p, self.rest), mb)
-            return loss_sum * inv_denom, (loss_sum, metrics)
-
-        grad_fn = jax.grad(scalar, has_aux=True)
-
-        def body(acc, mb):
-            grads, (loss_sum, metrics) = grad_fn(params, mb)
-            return jax.tree.map(jnp.add, acc, (grads, loss_sum, metrics)), None
-
-        first = jax.tree.map(lambda x: x[0], stacked)
-        if jax.tree.leaves(stacked)[0].shape[0] == 1:
-            # One micro-batch: no accumulator, which saves a float32 copy of the parameters in device memory.
-            grads, (loss_sum, metrics) = grad_fn(params, first)
-        else:
-            _, (_, metric_shapes) = jax.eval_shape(scalar, params, first)
-            zeros = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32),
-                     jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), metric_shapes))
-            (grads, loss_sum, metrics), _ = jax.lax.scan(body, zeros, stacked)
-        loss = loss_sum * inv_denom
-        grad_norm = optax.global_norm(grads)
-        ok = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
-        updates, new_opt = self.tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-        new_state = {"params": pick(new_params, params), "opt_state": pick(new_opt, state["opt_state"]),
-                     "step": state["step"] + ok.astype(jnp.int32),
-                     "skipped": state["skipped"] + (~ok).astype(jnp.int32)}
-        info = {"grad_norm": grad_norm, "lr": jnp.asarray(self.schedule(state["step"]), jnp.float32),
-                "skipped": ~ok, "loss": loss}
-        return new_state, info, metrics
-
-    def update(self, stacked: dict, denom: float) -> tuple[dict, dict]:
-        """One optimizer update over stacked device micro-batches with global denominator ``denom``.
-        Returns ``(metric_sums, info)`` as host floats; info has grad_norm, lr, skipped, loss."""
-        inv = jnp.float32(1.0 / max(float(denom), 1.0))
-        with jax.set_mesh(self.mesh):
-            self.state, info, metrics = self._update(self.state, stacked, inv)
-        return ({k: float(v) for k, v in metrics.items()}, {k: np.asarray(v).item() for k, v in info.items()})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,24 +147,18 @@ class LearnerOptions:
                    schedule=o.schedule, min_lr_ratio=float(o.min_lr_ratio), total_updates=int(total_updates),
                    use_reference=bool(a.use_reference), use_critic=a.adv_estimator == "gae",
                    critic_lr=float(o.critic_lr), critic_warmup_steps=int(o.critic_warmup_steps),
-                   mu_dtype=str(o.mu_dtype))
-
-
-def _to_host(x) -> np.ndarray:
-    """A (possibly multi-host sharded) array as a full numpy array on every process."""
-    if jax.process_count() > 1 and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+                   value_clip=float(a.value_clip), mu_dtype=str(o.mu_dtype))
 
 
 class Learner:
     """Policy (+ optional frozen reference and PPO critic) on a mesh.
 
     ``compute_logprobs(batch)`` gives old-policy / reference log-probs; ``update(minibatch)`` does one exact
-    accumulated optimizer step. Batches are host numpy dicts from :func:`pack_sequences` plus per-token
-    ``old_logp``, ``advantages`` (and ``ref_logp``; ``old_values``/``returns`` for the critic), identical on
-    every process; they are placed on the mesh sharded over the batch axis.
+    accumulated optimizer step. Batches are host :class:`~rlvr_jax.batch.TrainBatch` values (from
+    :func:`~rlvr_jax.batch.pack_sequences`, with ``old_logp``, ``advantages`` and optionally ``ref_logp`` /
+    ``rollout_is_weights`` set; ``old_values`` / ``returns`` for the critic), identical on every process; a
+    mapping with the field names is accepted too (``TrainBatch.of``). Each computation places only the fields
+    it reads on the mesh, sharded over the batch axis per the rules.
     """
 
     def __init__(self, model: nnx.Module, opts: LearnerOptions, mesh, rules=None, critic_backbone=None):
@@ -355,88 +183,75 @@ class Learner:
         self._value_fn = jax.jit(self._value_impl)
 
     # ---- loss functions (pure in (module, micro-batch)) ----
-    def _policy_loss(self, model, mb):
+    def _policy_loss(self, model, mb: TrainBatch):
         logp, ent = sequence_logprobs(model, mb, self.opts.logprob_chunk_size)
-        batch = {"logp": logp, "old_logp": mb["old_logp"], "mask": mb["response_mask"],
-                 "advantages": mb["advantages"], "entropy": ent}
-        for key in ("ref_logp", IS_WEIGHT_KEY):
-            if key in mb:
-                batch[key] = mb[key]
-        out = self.objective(batch, self.opts.hp)
+        out = self.objective(mb.objective_inputs(logp, ent), self.opts.hp)
         return out.loss_sum, out.metrics
 
-    def _critic_loss(self, vm, mb):
-        v = vm.values(mb)
-        return value_loss(v, mb["old_values"], mb["returns"], mb["response_mask"], self.opts.value_clip)
+    def _critic_loss(self, vm, mb: TrainBatch):
+        return value_loss(vm.values(mb), mb.old_values, mb.returns, mb.response_mask, self.opts.value_clip)
 
-    def _logprob_impl(self, params, mb):
+    def _logprob_impl(self, params, mb: TrainBatch):
         return sequence_logprobs(self.policy.module(params), mb, self.opts.logprob_chunk_size)
 
-    def _value_impl(self, params, mb):
+    def _value_impl(self, params, mb: TrainBatch):
         return self.critic.module(params).values(mb)
 
     # ---- placement ----
-    def put(self, mb: Batch) -> dict:
-        """Places a host micro-batch on the mesh (batch axis over data x fsdp), multi-host safe."""
-        out = {}
-        for k, v in mb.items():
+    def put(self, mb: TrainBatch) -> TrainBatch:
+        """Places a host micro-batch on the mesh (batch axis per the rules), multi-host safe."""
+        def place(v):
             sh = batch_sharding(self.mesh, v.ndim, self.rules)
-            out[k] = jax.make_array_from_callback(v.shape, sh, lambda idx, v=v: v[idx])
-        return out
+            return jax.make_array_from_callback(v.shape, sh, lambda idx: v[idx])
+        return jax.tree.map(place, TrainBatch.of(mb))
 
-    def _micro(self, batch: Batch, keys) -> list[dict]:
-        return [self.put({k: mb[k] for k in keys if k in mb})
-                for mb in micro_batches(batch, self.opts.micro_batch_size)]
-
-    def _stacked(self, batch: Batch, keys) -> dict:
+    def _stacked(self, batch: TrainBatch) -> TrainBatch:
         """Micro-batches stacked to ``[M, micro, ...]`` on the mesh (micro axis sharded over the batch rule)."""
-        mbs = micro_batches({k: batch[k] for k in keys if k in batch}, self.opts.micro_batch_size)
-        out = {}
-        for k in mbs[0]:
-            v = np.stack([mb[k] for mb in mbs])
+        stacked = jax.tree.map(lambda *xs: np.stack(xs), *micro_batches(batch, self.opts.micro_batch_size))
+
+        def place(v):
             spec = batch_sharding(self.mesh, v.ndim - 1, self.rules).spec
             sh = NamedSharding(self.mesh, PartitionSpec(None, *spec))
-            out[k] = jax.make_array_from_callback(v.shape, sh, lambda idx, v=v: v[idx])
-        return out
+            return jax.make_array_from_callback(v.shape, sh, lambda idx: v[idx])
+        return jax.tree.map(place, stacked)
 
     # ---- forward-only passes ----
-    def _forward_all(self, fn, params, batch: Batch):
-        n = batch["prompt_ids"].shape[0]
-        outs = []
-        keys = ("prompt_ids", "prompt_mask", "response_ids", "response_mask")
+    def _forward_all(self, fn, params, batch: TrainBatch) -> list:
+        """``fn(params, micro_batch)`` on every micro-batch of the sequence fields, gathered to the host and
+        concatenated (padding rows removed)."""
+        seqs = batch.only()
         with jax.set_mesh(self.mesh):
-            for mb in self._micro(batch, keys):
-                outs.append(fn(params, mb))
-        return outs, n
+            outs = [fn(params, self.put(mb)) for mb in micro_batches(seqs, self.opts.micro_batch_size)]
+        return [np.concatenate([to_host(o) for o in parts])[:batch.num_rows]
+                for parts in zip(*[o if isinstance(o, tuple) else (o,) for o in outs])]
 
-    def compute_logprobs(self, batch: Batch, reference: bool = False, params=None) -> tuple[np.ndarray, np.ndarray]:
+    def compute_logprobs(self, batch: TrainBatch, reference: bool = False, params=None
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """``(logp, entropy)`` ``[N, R]`` numpy of the current (or reference, or the given ``params``') policy; 0 at
         padding."""
+        batch = TrainBatch.of(batch)
         if params is None:
             params = self.ref_params if reference else self.policy.state["params"]
         if params is None:
             raise ValueError("compute_logprobs(reference=True) without a reference model (algo.use_reference)")
-        outs, n = self._forward_all(self._logprob_fn, params, batch)
-        logp = np.concatenate([_to_host(o[0]) for o in outs])[:n]
-        ent = np.concatenate([_to_host(o[1]) for o in outs])[:n]
-        m = batch["response_mask"] != 0
+        logp, ent = self._forward_all(self._logprob_fn, params, batch)
+        m = batch.response_mask != 0
         return np.where(m, logp, 0.0).astype(np.float32), np.where(m, ent, 0.0).astype(np.float32)
 
-    def compute_values(self, batch: Batch) -> np.ndarray:
-        outs, n = self._forward_all(self._value_fn, self.critic.state["params"], batch)
-        v = np.concatenate([_to_host(o) for o in outs])[:n]
-        return np.where(batch["response_mask"] != 0, v, 0.0).astype(np.float32)
+    def compute_values(self, batch: TrainBatch) -> np.ndarray:
+        batch = TrainBatch.of(batch)
+        (v,) = self._forward_all(self._value_fn, self.critic.state["params"], batch)
+        return np.where(batch.response_mask != 0, v, 0.0).astype(np.float32)
 
     # ---- updates ----
-    def _denominator(self, batch: Batch) -> float:
+    def _denominator(self, batch: TrainBatch) -> float:
         """The global loss denominator of a mini-batch, from its mask alone (exact accumulation)."""
-        return float(loss_denominator(batch["response_mask"], self.opts.hp.agg_mode, self.opts.hp.agg_max_len))
+        return float(loss_denominator(batch.response_mask, self.opts.hp.agg_mode, self.opts.hp.agg_max_len))
 
-    def update(self, minibatch: Batch) -> dict[str, float]:
+    def update(self, minibatch: TrainBatch) -> dict[str, float]:
         """One optimizer update of the policy on ``minibatch`` (all rows); returns verl-named metrics."""
-        keys = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "old_logp", "advantages", "ref_logp",
-                IS_WEIGHT_KEY)
-        sums, info = self.policy.update(self._stacked(minibatch, keys), self._denominator(minibatch))
+        mb = TrainBatch.of(minibatch).only("old_logp", "advantages", "ref_logp", "rollout_is_weights")
+        sums, info = self.policy.update(self._stacked(mb), self._denominator(mb))
         n = max(sums["n_tokens"], 1.0)
         return {"actor/pg_loss": sums["pg_loss"] / n, "actor/pg_clipfrac": sums["pg_clipfrac"] / n,
                 "actor/pg_clipfrac_lower": sums["pg_clipfrac_lower"] / n,
@@ -445,10 +260,11 @@ class Learner:
                 "actor/loss": info["loss"], "actor/grad_norm": info["grad_norm"], "actor/lr": info["lr"],
                 "actor/skipped": float(info["skipped"])}
 
-    def update_critic(self, minibatch: Batch) -> dict[str, float]:
-        keys = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "old_values", "returns")
-        denom = float(np.sum(minibatch["response_mask"] != 0))
-        sums, info = self.critic.update(self._stacked(minibatch, keys), denom)
+    def update_critic(self, minibatch: TrainBatch) -> dict[str, float]:
+        """One optimizer update of the critic (clipped value loss, token mean) on ``minibatch``."""
+        mb = TrainBatch.of(minibatch).only("old_values", "returns")
+        denom = float(np.sum(mb.response_mask != 0))
+        sums, info = self.critic.update(self._stacked(mb), denom)
         n = max(sums["n_tokens"], 1.0)
         return {"critic/vf_loss": sums["vf_loss"] / n, "critic/vf_clipfrac": sums["vf_clipfrac"] / n,
                 "critic/vpred_mean": sums["vpred"] / n, "critic/grad_norm": info["grad_norm"],

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlvr_jax.objectives.terms import IS_WEIGHT_KEY as WEIGHT_KEY
+from rlvr_jax.batch import TrainBatch
 
 CORRECTIONS = ("none", "token_tis", "seq_mask")
 
@@ -93,19 +93,19 @@ def seq_mask_keep(old_logp, rollout_logp, mask, cap: float) -> np.ndarray:
     return np.abs(log_g) <= np.log(cap)
 
 
-def apply_correction(batch: dict, rollout_logp, mode: str, cap: float) -> dict[str, float]:
-    """Applies ``mode`` to the host ``batch`` in place (needs ``old_logp`` and ``response_mask``) and returns the
-    mismatch metrics: ``token_tis`` adds ``batch["rollout_is_weights"]``, ``seq_mask`` zeroes the response mask
-    of the rejected rows, ``none`` changes nothing."""
+def apply_correction(batch: TrainBatch, rollout_logp, mode: str, cap: float) -> tuple[TrainBatch, dict[str, float]]:
+    """``mode`` applied to the host ``batch`` (needs ``old_logp`` and ``response_mask``), and the mismatch
+    metrics: ``token_tis`` sets ``rollout_is_weights``, ``seq_mask`` zeroes the response mask of the rejected
+    rows, ``none`` returns ``batch`` unchanged."""
     if mode not in CORRECTIONS:
         raise ValueError(f"rollout correction must be one of {CORRECTIONS}, got {mode!r}")
-    mask = batch["response_mask"]
-    metrics = mismatch_metrics(batch["old_logp"], rollout_logp, mask, cap)
+    mask = batch.response_mask
+    metrics = mismatch_metrics(batch.old_logp, rollout_logp, mask, cap)
     if mode == "token_tis":
-        batch[WEIGHT_KEY] = token_tis_weights(batch["old_logp"], rollout_logp, mask, cap)
+        batch = batch.replace(rollout_is_weights=token_tis_weights(batch.old_logp, rollout_logp, mask, cap))
     elif mode == "seq_mask":
-        keep = seq_mask_keep(batch["old_logp"], rollout_logp, mask, cap)
+        keep = seq_mask_keep(batch.old_logp, rollout_logp, mask, cap)
         rows = (np.asarray(mask) != 0).any(axis=1)
         metrics["rollout_corr/rollout_rs_masked_fraction"] = float(np.mean(~keep[rows])) if rows.any() else 0.0
-        batch["response_mask"] = np.where(keep[:, None], mask, 0).astype(mask.dtype)
-    return metrics
+        batch = batch.replace(response_mask=np.where(keep[:, None], mask, 0).astype(mask.dtype))
+    return batch, metrics

@@ -28,20 +28,18 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from rlvr_jax.learner import pad_rows, take_rows
+from rlvr_jax.batch import TrainBatch, pad_rows, take_rows, token_mean as _token_mean
 from rlvr_jax.objectives import advantages as adv_lib
 
 
-def _token_mean(x, mask) -> float:
-    return float((np.asarray(x) * mask).sum() / max(mask.sum(), 1))
-
-
-def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: dict, learner
-                       ) -> tuple[np.ndarray, dict]:
-    """Per-token advantages [N, R] (rows grouped by prompt, n consecutive rows each) and extra metrics.
-    For GAE also sets ``batch['old_values']`` and ``batch['returns']`` (returns from the raw advantages)."""
+def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: TrainBatch, learner
+                       ) -> tuple[TrainBatch, dict]:
+    """``batch`` with per-token ``advantages`` [N, R] (rows grouped by prompt, n consecutive rows each), and
+    extra metrics. For GAE also with ``old_values`` (the critic's, ``learner.compute_values``) and ``returns``
+    (from the raw advantages, before whitening)."""
     a = cfg.algo
-    mask = batch["response_mask"]
+    mask = batch.response_mask
+    critic: dict = {}
     extra: dict[str, float] = {}
     if a.adv_estimator == "correctness":
         adv = adv_lib.correctness_advantages(correct, mask)
@@ -52,18 +50,17 @@ def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: dic
         adv = adv_lib.broadcast_to_tokens(seq, mask)
     elif a.adv_estimator == "gae":
         values = learner.compute_values(batch)
-        batch["old_values"] = values
         clamps = dict(log_ratio_clamp=float(a.log_ratio_clamp) or None, value_clamp=float(a.kl_value_clamp) or None)
         if a.kl_in_reward and a.kl_coef > 0:
-            tok_r = adv_lib.kl_shaped_rewards(rewards, batch["old_logp"], batch["ref_logp"], mask,
+            tok_r = adv_lib.kl_shaped_rewards(rewards, batch.old_logp, batch.ref_logp, mask,
                                               float(a.kl_coef), a.kl_estimator, **clamps)
-            kl = adv_lib.kl_estimate(jnp.asarray(batch["old_logp"]), jnp.asarray(batch["ref_logp"]),
+            kl = adv_lib.kl_estimate(jnp.asarray(batch.old_logp), jnp.asarray(batch.ref_logp),
                                      jnp.asarray(mask) != 0, a.kl_estimator, **clamps)
             extra["actor/reward_kl_penalty"] = float(jnp.sum(kl) / max(mask.sum(), 1))
         else:
-            tok_r = adv_lib.kl_shaped_rewards(rewards, batch["old_logp"], batch["old_logp"], mask, 0.0)
+            tok_r = adv_lib.kl_shaped_rewards(rewards, batch.old_logp, batch.old_logp, mask, 0.0)
         adv, returns = adv_lib.gae(tok_r, values, mask, float(a.gamma), float(a.gae_lambda))
-        batch["returns"] = np.asarray(returns, np.float32)
+        critic = dict(old_values=values, returns=np.asarray(returns, np.float32))
         extra["critic/values/mean"] = _token_mean(values, mask)
         extra["critic/returns/mean"] = _token_mean(returns, mask)
     else:
@@ -73,7 +70,7 @@ def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: dic
         adv = adv_lib.masked_whiten(adv, mask)
     adv = np.asarray(adv, np.float32) * (mask != 0)
     extra["critic/advantages/mean"] = _token_mean(adv, mask)
-    return adv, extra
+    return batch.replace(advantages=adv, **critic), extra
 
 
 def minibatch_rows(num_prompts: int, n: int, num_mini_batches: int, rng: np.random.Generator | None):
@@ -127,7 +124,7 @@ def bucket_rows(n_rows: int, micro_batch_size: int, full_rows: int) -> int:
     return micro * min(1 << (m - 1).bit_length(), cap)
 
 
-def minibatch_batch(cfg, batching, batch: dict, rows) -> dict:
+def minibatch_batch(cfg, batching, batch: TrainBatch, rows) -> TrainBatch:
     """The host batch of one mini-batch: ``rows`` of ``batch``, zero-padded to its shape bucket for "drop"."""
     mb = take_rows(batch, rows)
     if cfg.algo.sample_selection == "drop":

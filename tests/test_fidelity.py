@@ -7,6 +7,7 @@ import pytest
 
 from rlvr_jax.config.presets import experiment, preset_hparams
 from rlvr_jax.objectives import ObjectiveHParams, advantages, get_objective, kl_estimate, loss_value, terms
+from rlvr_jax.batch import TrainBatch
 from rlvr_jax.update_plan import compute_advantages
 
 pytestmark = pytest.mark.usefixtures("float64_module")
@@ -40,9 +41,12 @@ def test_ppo_preset_whitens_gae_over_the_batch_and_keeps_raw_returns():
         def compute_values(self, batch):
             return values
 
-    batch = {"response_mask": mask, "old_logp": old, "ref_logp": ref}
+    batch = TrainBatch(prompt_ids=None, prompt_mask=None, response_ids=None, response_mask=mask, old_logp=old,
+                       ref_logp=ref)
     rewards = np.array([1.0, -1.0, 1.0])
-    adv, metrics = compute_advantages(cfg, rewards, rewards > 0, batch, Critic())
+    batch, metrics = compute_advantages(cfg, rewards, rewards > 0, batch, Critic())
+    adv = batch.advantages
+    np.testing.assert_array_equal(batch.old_values, values)
     beta = cfg.algo.kl_coef  # k1 of (old, ref): log pi_old - log pi_ref = -0.2 on every token
     raw = np.zeros((3, 4))
     for i in range(3):
@@ -54,7 +58,7 @@ def test_ppo_preset_whitens_gae_over_the_batch_and_keeps_raw_returns():
     vals = raw[mask != 0]
     expected = np.where(mask != 0, (raw - vals.mean()) / np.sqrt(vals.var(ddof=1) + 1e-8), 0)
     np.testing.assert_allclose(adv, expected, rtol=2e-6, atol=1e-6)  # advantages are stored as float32
-    np.testing.assert_allclose(batch["returns"], np.where(mask != 0, raw + values, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batch.returns, np.where(mask != 0, raw + values, 0), rtol=1e-5, atol=1e-6)
     assert abs(float(adv[mask != 0].mean())) < 1e-6
     assert metrics["critic/advantages_before_whiten/mean"] == pytest.approx(vals.mean(), rel=1e-5)
 

@@ -21,8 +21,8 @@ def _batch(rng, n=8):
     prompts = [list(rng.integers(3, 500, size=rng.integers(2, 9))) for _ in range(n)]
     responses = [list(rng.integers(3, 500, size=rng.integers(1, 12))) for _ in range(n)]
     b = pack_sequences(prompts, responses, length_bucket=8)
-    b["advantages"] = (np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None] * b["response_mask"]).astype(np.float32)
-    return b
+    return b.replace(advantages=(np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None] * b.response_mask
+                                 ).astype(np.float32))
 
 
 def _opts(objective="grpo", micro=8, **kw):
@@ -51,12 +51,12 @@ def _jit_forward(model):
 def test_pack_sequences_layout_and_logprobs_match_full_forward():
     rng = np.random.default_rng(0)
     b = pack_sequences([[5, 6, 7], [9]], [[10, 11], [12, 13, 14]], length_bucket=4)
-    assert b["prompt_ids"].tolist() == [[0, 5, 6, 7], [0, 0, 0, 9]]
-    assert b["response_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
+    assert b.prompt_ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 9]]
+    assert b.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
     model = Decoder(CFG, rngs=nnx.Rngs(1))
     g, s = nnx.split(model)
     logp, ent = jax.jit(lambda s, b: sequence_logprobs(nnx.merge(g, s), b, chunk_size=2))(
-        s, {k: jnp.asarray(v) for k, v in b.items()})
+        s, jax.tree.map(jnp.asarray, b))
     forward = _jit_forward(model)
     # Reference: unpadded full forward of prompt + response, log-softmax gathered.
     for i, (p, r) in enumerate([([5, 6, 7], [10, 11]), ([9], [12, 13, 14])]):
@@ -78,8 +78,8 @@ def test_accumulation_equals_one_big_batch(agg_mode):
     # one micro-batch of 8 on one device vs 4 micro-batches of 2 sharded over fsdp=2
     for micro, ndev in ((8, 1), (2, 2)):
         lr = _learner(_opts(micro=micro, agg_mode=agg_mode), {"data": 1, "fsdp": -1, "tp": 1}, ndev)
-        batch["old_logp"], _ = lr.compute_logprobs(batch)
-        batch["old_logp"] = batch["old_logp"] - 0.1 * batch["response_mask"]  # off-policy: ratios != 1
+        old = lr.compute_logprobs(batch)[0] - 0.1 * batch.response_mask  # off-policy: ratios != 1
+        batch = batch.replace(old_logp=old)
         m = lr.update(batch)
         results.append((jax.tree.map(np.asarray, lr.policy.state["params"]), m))
     (p1, m1), (p2, m2) = results
@@ -97,9 +97,9 @@ def test_nonfinite_update_is_skipped_and_counted():
     rng = np.random.default_rng(2)
     batch = _batch(rng, n=4)
     lr = _learner(_opts(micro=4))
-    batch["old_logp"], _ = lr.compute_logprobs(batch)
+    batch = batch.replace(old_logp=lr.compute_logprobs(batch)[0])
     before = jax.tree.map(np.asarray, lr.train_state())
-    bad = dict(batch, advantages=np.where(batch["response_mask"] != 0, np.nan, 0.0).astype(np.float32))
+    bad = batch.replace(advantages=np.where(batch.response_mask != 0, np.nan, 0.0).astype(np.float32))
     m = lr.update(bad)
     assert m["actor/skipped"] == 1.0 and not np.isfinite(m["actor/grad_norm"])
     after = jax.tree.map(np.asarray, lr.train_state())
@@ -122,7 +122,7 @@ def test_reference_and_critic():
     np.testing.assert_array_equal(old, ref)
     v0 = lr.compute_values(batch)
     assert np.all(v0 == 0)  # zero-initialised value head
-    batch.update(old_logp=old, ref_logp=ref, old_values=v0, returns=batch["advantages"])
+    batch = batch.replace(old_logp=old, ref_logp=ref, old_values=v0, returns=batch.advantages)
     cm = lr.update_critic(batch)
     assert cm["critic/vf_loss"] == pytest.approx(0.5, rel=1e-6)  # 0.5 * mean(A^2) with A = +-1
     assert np.abs(lr.compute_values(batch)).max() > 0
@@ -135,29 +135,29 @@ def test_reference_and_critic():
 def test_micro_batches_pad_with_inert_rows():
     b = pack_sequences([[1, 2]] * 3, [[3]] * 3, length_bucket=4)
     mbs = micro_batches(b, 2)
-    assert len(mbs) == 2 and mbs[1]["response_mask"][1].sum() == 0 and mbs[1]["prompt_mask"][1].sum() == 1
+    assert len(mbs) == 2 and mbs[1].response_mask[1].sum() == 0 and mbs[1].prompt_mask[1].sum() == 1
 
 
 def _masked_layout_logprobs(model, b):
     """Reference: the padded layout ``[left pads | prompt | response | pads]`` with an explicit padding
     mask (the learner's layout before right alignment), log-softmax gathered in float32."""
-    P, R = b["prompt_ids"].shape[1], b["response_ids"].shape[1]
-    ids = jnp.concatenate([b["prompt_ids"], b["response_ids"]], axis=1)
-    mask = jnp.concatenate([b["prompt_mask"], (b["response_mask"] != 0).astype(jnp.int32)], axis=1)
+    P, R = b.prompt_ids.shape[1], b.response_ids.shape[1]
+    ids = jnp.concatenate([b.prompt_ids, b.response_ids], axis=1)
+    mask = jnp.concatenate([b.prompt_mask, (b.response_mask != 0).astype(jnp.int32)], axis=1)
     h = model.hidden(ids, attention_mask=mask)[:, P - 1:P - 1 + R]
     z = model.logits_from_hidden(h)
     lp = jax.nn.log_softmax(z, axis=-1)
-    return jnp.take_along_axis(lp, b["response_ids"][..., None], axis=-1)[..., 0]
+    return jnp.take_along_axis(lp, b.response_ids[..., None], axis=-1)[..., 0]
 
 
 def test_right_aligned_causal_layout_equals_padding_mask_layout_values_and_gradients():
     """The learner's rotated, mask-free causal layout gives the same log-probs and the same parameter
     gradients (on real tokens) as the left-padded layout with an explicit padding mask."""
     rng = np.random.default_rng(5)
-    b = {k: jnp.asarray(v) for k, v in _batch(rng, n=6).items()}
+    b = jax.tree.map(jnp.asarray, _batch(rng, n=6))
     model = Decoder(CFG, rngs=nnx.Rngs(2))
     g, s = nnx.split(model)
-    m = b["response_mask"]
+    m = b.response_mask
 
     def new(s):
         return jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=4)[0] * m)
@@ -182,7 +182,7 @@ def test_bf16_compute_runs_every_learner_matmul_in_bf16():
     cfg = get_preset("tiny-qwen3", dtype="bfloat16", param_dtype="float32")
     model = Decoder(cfg, rngs=nnx.Rngs(0))
     g, s = nnx.split(model)
-    b = {k: jnp.asarray(v) for k, v in _batch(np.random.default_rng(0), n=4).items()}
+    b = jax.tree.map(jnp.asarray, _batch(np.random.default_rng(0), n=4))
     fn = jax.grad(lambda s: jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=8)[0]))
     from rlvr_jax.bench.census import dot_products
     dots = [d[:3] for d in dot_products(jax.make_jaxpr(fn)(s))]
@@ -202,7 +202,7 @@ def test_bf16_first_moment_option():
     dtypes = {x.dtype for x in jax.tree.leaves(learner.policy.state["opt_state"]) if x.ndim >= 2}
     assert jnp.dtype("bfloat16") in dtypes and jnp.dtype("float32") in dtypes  # mu bf16, nu float32
     b = _batch(np.random.default_rng(3))
-    b["old_logp"], _ = learner.compute_logprobs(b)
+    b = b.replace(old_logp=learner.compute_logprobs(b)[0])
     before = jax.tree.map(np.asarray, learner.policy.state["params"])
     metrics = learner.update(b)
     assert np.isfinite(metrics["actor/grad_norm"]) and metrics["actor/skipped"] == 0

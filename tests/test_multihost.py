@@ -36,9 +36,8 @@ def _worker(process_id: int, num_processes: int, port: int, out: str, local_devi
     prompts = [list(rng.integers(3, 500, size=rng.integers(2, 9))) for _ in range(8)]
     responses = [list(rng.integers(3, 500, size=rng.integers(1, 12))) for _ in range(8)]
     b = pack_sequences(prompts, responses, 8)
-    b["advantages"] = (np.where(rng.random(8) < 0.5, 1.0, -1.0)[:, None] * b["response_mask"]).astype(np.float32)
-    b["old_logp"], _ = learner.compute_logprobs(b)
-    b["old_logp"] -= 0.1 * b["response_mask"]
+    b = b.replace(advantages=(np.where(rng.random(8) < 0.5, 1.0, -1.0)[:, None] * b.response_mask).astype(np.float32))
+    b = b.replace(old_logp=learner.compute_logprobs(b)[0] - 0.1 * b.response_mask)
     m = learner.update(b)
     leaves = [_to_host(x) for x in jax.tree.leaves(learner.policy.state["params"])]
     if jax.process_index() == 0:

@@ -13,6 +13,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(__file__))
 from test_learner import CFG, _batch, _opts, _replicate  # noqa: E402
 
+from rlvr_jax.batch import TrainBatch  # noqa: E402
 from rlvr_jax.config import ConfigError, validate_config  # noqa: E402
 from rlvr_jax.config.presets import experiment  # noqa: E402
 from rlvr_jax.learner import Learner  # noqa: E402
@@ -65,20 +66,17 @@ def test_weights_and_rejection_by_hand():
 
 
 def test_apply_correction_modes():
-    base = {"old_logp": OLD, "response_mask": MASK}
-    b = dict(base)
-    apply_correction(b, ROLL, "none", 2.0)
-    assert b.keys() == base.keys() and b["response_mask"] is MASK
-    b = dict(base)
-    apply_correction(b, ROLL, "token_tis", 2.0)
-    np.testing.assert_array_equal(b["rollout_is_weights"], token_tis_weights(OLD, ROLL, MASK, 2.0))
-    b = dict(base)
-    m = apply_correction(b, ROLL, "seq_mask", 1.5)
-    np.testing.assert_array_equal(b["response_mask"], [[1, 1, 1], [0, 0, 0]])
-    assert m["rollout_corr/rollout_rs_masked_fraction"] == 0.5 and "rollout_is_weights" not in b
+    base = TrainBatch(prompt_ids=None, prompt_mask=None, response_ids=None, response_mask=MASK, old_logp=OLD)
+    b, _ = apply_correction(base, ROLL, "none", 2.0)
+    assert b is base and b.response_mask is MASK
+    b, _ = apply_correction(base, ROLL, "token_tis", 2.0)
+    np.testing.assert_array_equal(b.rollout_is_weights, token_tis_weights(OLD, ROLL, MASK, 2.0))
+    b, m = apply_correction(base, ROLL, "seq_mask", 1.5)
+    np.testing.assert_array_equal(b.response_mask, [[1, 1, 1], [0, 0, 0]])
+    assert m["rollout_corr/rollout_rs_masked_fraction"] == 0.5 and b.rollout_is_weights is None
     np.testing.assert_array_equal(MASK, [[1, 1, 1], [1, 1, 0]])  # the caller's mask is not modified
     with pytest.raises(ValueError, match="token_tis"):
-        apply_correction(dict(base), ROLL, "tis", 2.0)
+        apply_correction(base, ROLL, "tis", 2.0)
 
 
 def _fresh_update(lr, init):
@@ -98,22 +96,20 @@ def test_learner_none_is_bit_identical_and_weights_act_per_token():
     batch = _batch(rng, n=8)
     mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
     lr = Learner(_replicate(Decoder(CFG, rngs=nnx.Rngs(0)), mesh), _opts(), mesh)
-    batch["old_logp"], _ = lr.compute_logprobs(batch)
-    batch["old_logp"] = batch["old_logp"] - 0.05 * batch["response_mask"]
+    batch = batch.replace(old_logp=lr.compute_logprobs(batch)[0] - 0.05 * batch.response_mask)
     _updated_params = _fresh_update(lr, jax.tree.map(jnp.copy, lr.policy.state))
-    plain, m0 = _updated_params(dict(batch))
-    b_none = dict(batch)
-    apply_correction(b_none, batch["old_logp"] + 0.3 * batch["response_mask"], "none", 2.0)
-    ones = dict(batch, rollout_is_weights=batch["response_mask"].astype(np.float32))
+    plain, m0 = _updated_params(batch)
+    b_none, _ = apply_correction(batch, batch.old_logp + 0.3 * batch.response_mask, "none", 2.0)
+    ones = batch.replace(rollout_is_weights=batch.response_mask.astype(np.float32))
     for b in (b_none, ones):
         p, m = _updated_params(b)
         for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(p)):
             np.testing.assert_array_equal(x, y)
         assert m["actor/loss"] == m0["actor/loss"]
-    w = batch["response_mask"].copy()
+    w = batch.response_mask.copy()
     w[:4] = 0.0
-    zero_adv = dict(batch, advantages=batch["advantages"] * (w != 0))
-    pw, mw = _updated_params(dict(batch, rollout_is_weights=w))
+    zero_adv = batch.replace(advantages=batch.advantages * (w != 0))
+    pw, mw = _updated_params(batch.replace(rollout_is_weights=w))
     pz, mz = _updated_params(zero_adv)
     for x, y in zip(jax.tree.leaves(pw), jax.tree.leaves(pz)):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)

@@ -51,28 +51,26 @@ def test_bf16_server_vs_float32_learner_mismatch_and_correction(bf16_engine, pol
     nnx.update(model, jax.device_put(nnx.state(model), NamedSharding(mesh, PartitionSpec())))
     opts = LearnerOptions(objective="grpo", hp=ObjectiveHParams(), micro_batch_size=16, length_bucket=8,
                           logprob_chunk_size=8, lr=1e-3)
-    batch["old_logp"], _ = Learner(model, opts, mesh).compute_logprobs(batch)  # the float32 learner
-    roll = rollout_logp_array(comps, batch["response_ids"].shape)
-    mask = batch["response_mask"] != 0
-    d = np.abs(batch["old_logp"] - roll)[mask]
+    batch = batch.replace(old_logp=Learner(model, opts, mesh).compute_logprobs(batch)[0])  # the float32 learner
+    roll = rollout_logp_array(comps, batch.response_ids.shape)
+    mask = batch.response_mask != 0
+    d = np.abs(batch.old_logp - roll)[mask]
 
-    tis = dict(batch)
-    metrics = apply_correction(tis, roll, "token_tis", 2.0)
+    tis, metrics = apply_correction(batch, roll, "token_tis", 2.0)
     print(f"\nbf16 vLLM vs float32 learner, {d.size} tokens: |dlogp| mean {d.mean():.2e} max {d.max():.2e}; "
           + ", ".join(f"{k.split('/')[1]} {v:.3e}" for k, v in metrics.items()))
     # Nonzero mismatch, well above the float32 server's bound (test_vllm_engine: max < 1e-3).
     assert d.max() > 5 * LOGP_TOL and d.mean() > LOGP_TOL
     assert metrics["rollout_corr/k3_kl"] > 1e-7 and metrics["rollout_corr/rollout_is_std"] > 1e-3
     # The weights are the closed form min(exp(old - rollout), C), computed here independently in float64.
-    want = np.minimum(np.exp(batch["old_logp"].astype(np.float64) - roll.astype(np.float64)), 2.0) * mask
-    np.testing.assert_allclose(tis["rollout_is_weights"], want, rtol=1e-6)
-    assert np.all(tis["rollout_is_weights"][~mask] == 0)
+    want = np.minimum(np.exp(batch.old_logp.astype(np.float64) - roll.astype(np.float64)), 2.0) * mask
+    np.testing.assert_allclose(tis.rollout_is_weights, want, rtol=1e-6)
+    assert np.all(tis.rollout_is_weights[~mask] == 0)
     # seq_mask with a cap inside the measured spread of geometric means rejects exactly the rows outside [1/C, C].
-    log_g = np.array([(batch["old_logp"][i] - roll[i])[mask[i]].mean() for i in range(len(comps))])
+    log_g = np.array([(batch.old_logp[i] - roll[i])[mask[i]].mean() for i in range(len(comps))])
     cap = float(np.exp(np.median(np.abs(log_g))))
-    rs = dict(batch)
-    m_rs = apply_correction(rs, roll, "seq_mask", cap)
+    rs, m_rs = apply_correction(batch, roll, "seq_mask", cap)
     dropped = np.abs(log_g) > np.log(cap)
     assert 0 < dropped.sum() < len(comps)
-    np.testing.assert_array_equal(rs["response_mask"].any(axis=1), ~dropped)
+    np.testing.assert_array_equal(rs.response_mask.any(axis=1), ~dropped)
     assert m_rs["rollout_corr/rollout_rs_masked_fraction"] == pytest.approx(dropped.mean())

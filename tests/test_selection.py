@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.config.presets import experiment, preset_hparams
+from rlvr_jax.batch import TrainBatch  # noqa: E402
 from rlvr_jax.learner import (Learner, LearnerOptions, make_optimizer, make_schedule, pack_sequences, pad_rows,
                               sequence_logprobs, take_rows)
 from rlvr_jax.models import Decoder, get_preset
@@ -127,7 +128,8 @@ def test_reward_formats_give_identical_advantages_and_gradients(algo):
     for fmt, rewards in (("pm1", np.where(correct, 1.0, -1.0)), ("01", correct.astype(np.float64))):
         cfg = experiment(algo, "tiny")
         cfg.data.reward_format, cfg.rollout.n = fmt, 3
-        adv, _ = compute_advantages(cfg, rewards, correct, {"response_mask": mask}, learner=None)
+        b = TrainBatch(prompt_ids=None, prompt_mask=None, response_ids=None, response_mask=mask)
+        adv = compute_advantages(cfg, rewards, correct, b, learner=None)[0].advantages
         hp = preset_hparams(algo).replace(entropy_coef=0.0)
         rows = np.flatnonzero(kept_rows(algo, adv, mask)) if cfg.algo.sample_selection == "drop" else np.arange(12)
 
@@ -202,23 +204,23 @@ def test_learner_drop_update_equals_reference_update(micro=2, ndev=2):
                           lr=1e-2, grad_clip=1.0, eps=1e-3)
     learner = Learner(_replicated_model(mesh), opts, mesh)
     p0 = jax.tree.map(np.asarray, learner.policy.state["params"])
-    batch["old_logp"], _ = learner.compute_logprobs(batch)
-    batch["old_logp"] = batch["old_logp"] - 0.1 * batch["response_mask"]  # off-policy: ratios != 1
-    batch["advantages"] = np.asarray(correctness_advantages(correct, batch["response_mask"]), np.float32)
-    kept = kept_rows("psr", batch["advantages"], batch["response_mask"])
+    old = learner.compute_logprobs(batch)[0] - 0.1 * batch.response_mask  # off-policy: ratios != 1
+    adv = np.asarray(correctness_advantages(correct, batch.response_mask), np.float32)
+    batch = batch.replace(old_logp=old, advantages=adv)
+    kept = kept_rows("psr", batch.advantages, batch.response_mask)
     (rows,) = drop_minibatch_rows(kept, 4, 8, None)
     assert len(rows) == 5 and bucket_rows(5, micro, 8) == 8  # the trainer's shape bucket: 3 zero-weight rows
     m = learner.update(pad_rows(take_rows(batch, rows), bucket_rows(5, micro, 8)))
     assert m["actor/kept_token_frac"] == 1.0 and m["actor/skipped"] == 0
 
     keep = np.flatnonzero(correct)  # by hand
-    ref_b = {k: jnp.asarray(v[keep]) for k, v in batch.items()}
+    ref_b = jax.tree.map(lambda v: jnp.asarray(v[keep]), batch)
     model = Decoder(CFG, rngs=nnx.Rngs(0))
     g, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss(p):
         lp, h = sequence_logprobs(nnx.merge(g, p, rest), ref_b, chunk_size=8)
-        return _ref_token_mean_loss(lp, ref_b["old_logp"], h, ref_b["response_mask"], ref_b["advantages"],
+        return _ref_token_mean_loss(lp, ref_b.old_logp, h, ref_b.response_mask, ref_b.advantages,
                                     np.arange(len(keep)))
     grads = jax.jit(jax.grad(loss))(params)
     tx = make_optimizer(make_schedule(1e-2, 0, 1), 0.01, 0.9, 0.999, 1e-3, 1.0)

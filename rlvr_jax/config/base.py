@@ -103,6 +103,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         sample_selection="mask",
         gamma=1.0,
         gae_lambda=1.0,
+        # PPO critic: clipped value loss 0.5 max((V-G)^2, (V_old + clip(V-V_old, +-c) - G)^2), c = value_clip
+        # (verl's critic.cliprange_value, default 0.5); 0 = unclipped 0.5 (V-G)^2. Read only by ppo.
+        value_clip=0.5,
         # rollout-learner mismatch (rlvr_jax.rollout_correction): none | token_tis (weights min(pi_old /
         # pi_rollout, C) on the policy-gradient term) | seq_mask (drop sequences whose geometric-mean ratio
         # leaves [1/C, C]); the rollout_corr/* metrics are logged in every mode

@@ -81,7 +81,8 @@ _COMMON = dict(lam=0.1, use_clip=True, clip_eps_low=0.2, clip_eps_high=0.2, clip
                # NSR paper D.1 writes 1e-4; its released code runs verl's default 1e-3 (no script overrides it)
                entropy_coef=1e-3, loss_agg_mode="token-mean", form="clipped", adv_estimator="correctness",
                norm_adv_by_std=True, whiten_advantages=False, sample_selection="mask", gamma=1.0, gae_lambda=1.0,
-               rollout_correction="none", rollout_correction_cap=2.0)
+               # PPO's value clip: verl's critic.cliprange_value default 0.5 (the released code keeps it)
+               value_clip=0.5, rollout_correction="none", rollout_correction_cap=2.0)
 _ALGO = {
     # NSR paper D.1: KL 1e-3 (k1) applied to the reward, critic lr 1e-5, GAE gamma = lambda = 1, advantages
     # whitened over the batch (verl's compute_gae_advantage_return).

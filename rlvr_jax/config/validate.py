@@ -203,6 +203,7 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _validate_algorithm_fidelity(cfg)
     _check(0 <= a.gamma <= 1, "algo.gamma", f"must be in [0, 1], got {a.gamma}")
     _check(0 <= a.gae_lambda <= 1, "algo.gae_lambda", f"must be in [0, 1], got {a.gae_lambda}")
+    _check(a.value_clip >= 0, "algo.value_clip", f"must be >= 0 (0 = unclipped value loss), got {a.value_clip}")
     # rollout
     _check(r.engine in ENGINES, "rollout.engine", f"{r.engine!r} not in {ENGINES}")
     _check(r.n >= 1, "rollout.n", f"must be >= 1, got {r.n}")
