@@ -23,6 +23,8 @@ import jax
 import numpy as np
 from flax import struct
 
+from rlvr_jax.objectives.terms import IS_WEIGHT_KEY
+
 SEQUENCE_FIELDS = ("prompt_ids", "prompt_mask", "response_ids", "response_mask")
 
 
@@ -39,7 +41,7 @@ class TrainBatch:
     old_logp: Any = None             # [N, R] log pi_old(y_t): the behaviour policy, recomputed by the learner
     ref_logp: Any = None             # [N, R] log pi_ref(y_t) (algo.use_reference)
     advantages: Any = None           # [N, R] A_t
-    rollout_is_weights: Any = None   # [N, R] min(pi_old / pi_rollout, C) (algo.rollout_correction=token_tis)
+    rollout_is_weights: Any = None   # [N, R] min(pi_old / pi_rollout, C) (token_tis); = terms.IS_WEIGHT_KEY
     old_values: Any = None           # [N, R] critic values V(s_t) before the update (PPO)
     returns: Any = None              # [N, R] GAE returns, the critic's targets (PPO)
 
@@ -67,7 +69,7 @@ class TrainBatch:
         ``entropy`` with this batch's constants; unset fields are left out."""
         out = {"logp": logp, "entropy": entropy, "mask": self.response_mask, "old_logp": self.old_logp,
                "advantages": self.advantages, "ref_logp": self.ref_logp,
-               "rollout_is_weights": self.rollout_is_weights}
+               IS_WEIGHT_KEY: self.rollout_is_weights}
         return {k: v for k, v in out.items() if v is not None}
 
 

@@ -28,10 +28,7 @@ from rlvr_jax.objectives.types import ObjectiveHParams
 from rlvr_jax.sharding import batch_sharding
 from rlvr_jax.trainable import Trainable, make_optimizer, make_schedule  # noqa: F401  (re-exported)
 
-_to_host = to_host  # the older private name (tests/test_multihost.py)
 
-
-# ------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------
 # Pure model functions
 # ------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ def _worker(process_id: int, num_processes: int, port: int, out: str, local_devi
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     from flax import nnx
 
-    from rlvr_jax.learner import Learner, LearnerOptions, _to_host, pack_sequences
+    from rlvr_jax.batch import pack_sequences, to_host
+    from rlvr_jax.learner import Learner, LearnerOptions
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.objectives.types import ObjectiveHParams
     from rlvr_jax.sharding import initialize_distributed, make_mesh
@@ -39,7 +40,7 @@ def _worker(process_id: int, num_processes: int, port: int, out: str, local_devi
     b = b.replace(advantages=(np.where(rng.random(8) < 0.5, 1.0, -1.0)[:, None] * b.response_mask).astype(np.float32))
     b = b.replace(old_logp=learner.compute_logprobs(b)[0] - 0.1 * b.response_mask)
     m = learner.update(b)
-    leaves = [_to_host(x) for x in jax.tree.leaves(learner.policy.state["params"])]
+    leaves = [to_host(x) for x in jax.tree.leaves(learner.policy.state["params"])]
     if jax.process_index() == 0:
         np.savez(out, *leaves)
         with open(out + ".json", "w") as f:
