@@ -134,6 +134,14 @@ class Decoder(nnx.Module):
         return {"k": tuple(jnp.zeros(shape, dt) for _ in range(c.num_layers)),
                 "v": tuple(jnp.zeros(shape, dt) for _ in range(c.num_layers))}
 
+    def cache_logical_axes(self):
+        """Logical axis names of every :meth:`init_cache` leaf (same tree), for the sharding rules:
+        ``('batch', 'length', 'kv_heads', 'head_dim')``, or head-major for the pallas decode path."""
+        c = self.config
+        axes = (("batch", "kv_heads", "length", "head_dim") if c.decode_attention_impl == "pallas"
+                else ("batch", "length", "kv_heads", "head_dim"))
+        return {"k": (axes,) * c.num_layers, "v": (axes,) * c.num_layers}
+
     def cache_len(self, cache) -> int:
         """Number of slots ``S`` of a cache from :meth:`init_cache` (either layout)."""
         return cache["k"][0].shape[2 if self.config.decode_attention_impl == "pallas" else 1]
