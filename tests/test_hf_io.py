@@ -103,7 +103,7 @@ def test_dtypes_accepted_as_jax_and_numpy_objects(src, tmp_path):
     out = save_hf(by_obj, tmp_path / "bf16", dtype=jnp.bfloat16)
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
     assert {v["dtype"] for v in SafetensorsFile(out / "model.safetensors").header.values()} == {"BF16"}
-    with pytest.raises(ValueError, match=r"ModelConfig.dtype must be one of .*got <class 'jax.numpy.int32'>"):
+    with pytest.raises(ValueError, match=r"ModelConfig.param_dtype must be one of .*got <class 'jax.numpy.int32'>"):
         load_hf(src, dtype=jnp.int32)
 
 

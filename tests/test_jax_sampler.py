@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 from scipy import special, stats
 
-from helpers_sampler import (PROMPTS, ToyDecoder, _float32_matmuls, forward_logits, full_forward_logps,  # noqa: F401
-                             greedy_reference, make_sampler, toy, toy_sampler)
+from helpers_sampler import (PROMPTS, SCHEDULERS, ToyDecoder, _float32_matmuls,  # noqa: F401 (fixtures)
+                             forward_logits, full_forward_logps, greedy_reference, make_sampler, toy, toy_sampler)
 from rlvr_jax.rollout.base import SamplingParams
 from rlvr_jax.rollout.jax_sampler import JaxSampler, pick_bucket, power_of_two_buckets
 from rlvr_jax.sharding import make_mesh

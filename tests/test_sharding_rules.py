@@ -134,9 +134,11 @@ def _train_cfg(**model):
 
 def test_build_model_preset_is_created_sharded_and_equals_unsharded_build():
     mesh = make_mesh({"fsdp": 4, "tp": 2})
-    cfg = _train_cfg(preset="tiny-llama", hf_path="")
+    cfg = _train_cfg(preset="tiny-llama", hf_path="", remat="full", attention_impl="xla",
+                     decode_attention_impl="pallas")
     model, mcfg = build_model(cfg, mesh, CUSTOM)
-    assert mcfg.num_layers == 2 and mcfg.dtype == cfg.model.dtype
+    assert mcfg.num_layers == 2 and (mcfg.dtype, mcfg.param_dtype) == (cfg.model.dtype, cfg.model.param_dtype)
+    assert (mcfg.remat, mcfg.attention_impl, mcfg.decode_attention_impl) == ("full", "xla", "pallas")
     shardings = param_shardings(model, mesh, CUSTOM)
     got, want = nnx.to_flat_state(nnx.state(model)), dict(nnx.to_flat_state(shardings))
     for path, v in got:

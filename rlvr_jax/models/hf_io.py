@@ -304,6 +304,33 @@ def _write_safetensors(fname: pathlib.Path, names, shapes, dt: np.dtype, arrays:
             f.write(np.ascontiguousarray(a).tobytes())
 
 
+def _write_side_files(path: pathlib.Path, config: ModelConfig, dtype: str, source_dir) -> None:
+    """``config.json`` (merged over ``source_dir``'s), ``generation_config.json`` and the tokenizer files."""
+    cfg = {}
+    if source_dir is not None and (source_dir / "config.json").exists():
+        with open(source_dir / "config.json") as f:
+            cfg = json.load(f)
+    cfg.update(config.to_hf_dict(dtype=dtype))
+    with open(path / "config.json", "w") as f:
+        json.dump(cfg, f, indent=2)
+    gen_src = source_dir / "generation_config.json" if source_dir is not None else None
+    if gen_src is not None and gen_src.exists():
+        if gen_src.resolve() != (path / "generation_config.json").resolve():
+            shutil.copyfile(gen_src, path / "generation_config.json")
+    else:
+        eos = config.eos_token_id
+        gen = {"bos_token_id": config.bos_token_id,
+               "eos_token_id": None if eos is None else (eos[0] if len(eos) == 1 else list(eos)),
+               "pad_token_id": config.pad_token_id}
+        with open(path / "generation_config.json", "w") as f:
+            json.dump({k: v for k, v in gen.items() if v is not None}, f, indent=2)
+    if source_dir is not None:
+        for fn in TOKENIZER_FILES:
+            src = source_dir / fn
+            if src.exists() and src.resolve() != (path / fn).resolve():
+                shutil.copyfile(src, path / fn)
+
+
 def save_hf(model: Decoder, path, source_dir=None, max_shard_size: int | str = "5GB",
             dtype: DTypeLike | None = None) -> pathlib.Path:
     """Writes ``model`` as a Hugging Face checkpoint directory loadable by transformers and vLLM.
@@ -358,29 +385,7 @@ def save_hf(model: Decoder, path, source_dir=None, max_shard_size: int | str = "
         if len(shards) > 1:
             with open(path / INDEX_FILE, "w") as f:
                 json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-        cfg = {}
-        if source_dir is not None and (source_dir / "config.json").exists():
-            with open(source_dir / "config.json") as f:
-                cfg = json.load(f)
-        cfg.update(config.to_hf_dict(dtype=dtype))
-        with open(path / "config.json", "w") as f:
-            json.dump(cfg, f, indent=2)
-        gen_src = source_dir / "generation_config.json" if source_dir is not None else None
-        if gen_src is not None and gen_src.exists():
-            if gen_src.resolve() != (path / "generation_config.json").resolve():
-                shutil.copyfile(gen_src, path / "generation_config.json")
-        else:
-            eos = config.eos_token_id
-            gen = {"bos_token_id": config.bos_token_id,
-                   "eos_token_id": None if eos is None else (eos[0] if len(eos) == 1 else list(eos)),
-                   "pad_token_id": config.pad_token_id}
-            with open(path / "generation_config.json", "w") as f:
-                json.dump({k: v for k, v in gen.items() if v is not None}, f, indent=2)
-        if source_dir is not None:
-            for fn in TOKENIZER_FILES:
-                src = source_dir / fn
-                if src.exists() and src.resolve() != (path / fn).resolve():
-                    shutil.copyfile(src, path / fn)
+        _write_side_files(path, config, dtype, source_dir)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

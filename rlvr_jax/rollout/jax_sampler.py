@@ -51,7 +51,8 @@ the rules active at construction: ``data`` x ``fsdp`` unless a :func:`rlvr_jax.s
 otherwise) and the cache follows the same rules (:mod:`rlvr_jax.rollout.rows`); activations traced inside
 use them too. The weights keep whatever sharding the model has.
 
-The sampler is layout-agnostic: it finds each cache leaf's batch axis from shapes, so a model with
+The sampler is layout-agnostic: it finds each cache leaf's batch axis from shapes (and shards the other
+cache dimensions by the model's ``cache_logical_axes()`` when it has one), so a model with
 ``decode_attention_impl='pallas'`` (head-major ``[B, K, S, D]`` cache, decode attention over the filled
 slot range only) works unchanged. That kernel needs every cache length ``P + N`` to be a multiple of 16
 (checked here at construction), and under a mesh it runs in ``shard_map`` over the ``batch`` logical
@@ -69,7 +70,7 @@ from flax import nnx
 
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
-from rlvr_jax.rollout.buckets import _check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
+from rlvr_jax.rollout.buckets import check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
 from rlvr_jax.rollout.rows import RowSharding
 from rlvr_jax.sharding import to_host
 
@@ -125,7 +126,7 @@ class JaxSampler(RolloutEngine):
         self.rows = RowSharding(model, mesh, rules)
         self._rows_multiple = self.rows.multiple
 
-        self.batch_buckets = _check_buckets(
+        self.batch_buckets = check_buckets(
             batch_buckets if batch_buckets is not None else power_of_two_buckets(1, max_batch_size), "batch_buckets")
         self.max_batch_size = max(self.batch_buckets)
         if any(b % self._rows_multiple for b in self.batch_buckets):
@@ -133,10 +134,10 @@ class JaxSampler(RolloutEngine):
             self.batch_buckets = tuple(sorted({-(-b // self._rows_multiple) * self._rows_multiple
                                                for b in self.batch_buckets}))
             self.max_batch_size = max(self.batch_buckets)
-        self.prompt_buckets = _check_buckets(
+        self.prompt_buckets = check_buckets(
             prompt_buckets if prompt_buckets is not None
             else power_of_two_buckets(min(16, max_prompt_len), max_prompt_len), "prompt_buckets")
-        self.new_token_buckets = _check_buckets(
+        self.new_token_buckets = check_buckets(
             new_token_buckets if new_token_buckets is not None
             else power_of_two_buckets(min(16, max_new_tokens_limit), max_new_tokens_limit), "new_token_buckets")
 
