@@ -1,4 +1,4 @@
-"""Device mesh, logical-axis rules and multi-host initialisation.
+"""Device mesh, the logical-axis rule set, host gathers and multi-host initialisation.
 
 Every parameter carries a ``logical_axes`` metadata tuple (one name per dimension, e.g. the q
 projection kernel ``[hidden, heads*head_dim]`` has ``('embed', 'heads')``). A *rule set* maps each
@@ -9,14 +9,20 @@ three axes ``('data', 'fsdp', 'tp')``:
 * ``fsdp``: data parallelism with parameters/optimizer state sharded (ZeRO-3 style),
 * ``tp``:   tensor parallelism over heads / MLP width / vocabulary.
 
-Batches are sharded over ``('data', 'fsdp')`` on their leading axis. Activations are constrained with
-:func:`with_logical_constraint`, a no-op when no mesh is active (``jax.set_mesh``).
+One rule set governs everything: parameters (:func:`param_shardings`, :func:`create_sharded`),
+batches (:func:`batch_sharding`, the ``batch`` name), activations (:func:`with_logical_constraint`),
+the JAX sampler's rows and its KV cache (:mod:`rlvr_jax.rollout.rows`) and the decode-attention kernel's
+``shard_map``. The rules in force are those of the innermost :func:`use_rules` block
+(:func:`active_rules`), else :data:`DEFAULT_RULES`; every function taking ``rules=None`` uses them.
+A custom rule set (config ``mesh.rules``, see :func:`config_rules`) lists only the names it changes; the
+others keep their default.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -42,32 +48,20 @@ DEFAULT_RULES: Rules = (
 )
 
 
+# ---------------------------------------------------------------------------------------------
+# Mesh
+# ---------------------------------------------------------------------------------------------
 def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[Any] | None = None) -> Mesh:
     """Builds a ``('data', 'fsdp', 'tp')`` mesh from e.g. ``{"data": 1, "fsdp": -1, "tp": 1}``.
 
-    At most one axis may be ``-1`` (it takes the remaining devices); missing axes are 1. Raises a
-    ``ValueError`` naming the sizes when the product does not equal the number of devices.
+    The sizes are resolved by :func:`rlvr_jax.config.resolve_mesh_shape` (the one resolver: at most one
+    axis ``-1``, missing axes 1, the product must equal the number of devices; it raises a
+    ``ConfigError``, a ``ValueError``, naming the sizes).
     """
-    shape = dict(shape or {"data": 1, "fsdp": -1, "tp": 1})
-    unknown = set(shape) - set(MESH_AXES)
-    if unknown:
-        raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh axes are {MESH_AXES}")
+    from rlvr_jax.config.validate import resolve_mesh_shape
+
     devices = list(jax.devices() if devices is None else devices)
-    n = len(devices)
-    sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
-    auto = [a for a, s in sizes.items() if s == -1]
-    if len(auto) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {shape}")
-    for a, s in sizes.items():
-        if s == 0 or s < -1:
-            raise ValueError(f"mesh axis {a!r} must be a positive size or -1, got {s}")
-    fixed = math.prod(s for s in sizes.values() if s != -1)
-    if auto:
-        if n % fixed:
-            raise ValueError(f"mesh {shape}: {n} devices are not divisible by the fixed axes' product {fixed}")
-        sizes[auto[0]] = n // fixed
-    if math.prod(sizes.values()) != n:
-        raise ValueError(f"mesh {sizes} has {math.prod(sizes.values())} positions but there are {n} devices")
+    sizes = resolve_mesh_shape(shape or {"data": 1, "fsdp": -1, "tp": 1}, len(devices))
     axis_shape = tuple(sizes[a] for a in MESH_AXES)
     try:
         dev_array = mesh_utils.create_device_mesh(axis_shape, devices=devices)
@@ -76,18 +70,72 @@ def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[Any] | N
     return Mesh(dev_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def _rules_dict(rules: Rules | Mapping[str, Any] | None) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# Rule sets
+# ---------------------------------------------------------------------------------------------
+_ACTIVE: list[Rules] = []  # process-wide stack (threads started inside a use_rules block see it too)
+
+
+def _target(name: str, target) -> Any:
+    if target is None or target == ():
+        return None
+    axes = (target,) if isinstance(target, str) else tuple(target)
+    bad = [a for a in axes if a not in MESH_AXES]
+    if bad or not axes:
+        raise ValueError(f"sharding rule {name!r} -> {target!r}: mesh axes must be among {MESH_AXES} or None")
+    return axes[0] if len(axes) == 1 else axes
+
+
+def resolve_rules(rules: Rules | Mapping[str, Any] | None = None) -> Rules:
+    """A complete rule set: ``None`` -> :func:`active_rules`; else the given entries over the defaults.
+
+    Entries are ``(logical_name, target)`` pairs or a mapping; a target is a mesh axis, a tuple of mesh
+    axes, or ``None``. Raises ``ValueError`` naming an entry that is malformed or names no mesh axis.
+    """
     if rules is None:
-        rules = DEFAULT_RULES
-    return dict(rules.items() if isinstance(rules, Mapping) else rules)
+        return active_rules()
+    pairs = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
+    merged = dict(DEFAULT_RULES)
+    for entry in pairs:
+        if isinstance(entry, str) or len(entry) != 2 or not isinstance(entry[0], str):
+            raise ValueError(f"sharding rule {entry!r} is not a (logical_name, mesh_axes_or_None) pair")
+        name, target = entry
+        merged[name] = _target(name, target)
+    return tuple(merged.items())
+
+
+def active_rules() -> Rules:
+    """The rule set of the innermost :func:`use_rules` block, else :data:`DEFAULT_RULES`."""
+    return _ACTIVE[-1] if _ACTIVE else DEFAULT_RULES
+
+
+@contextlib.contextmanager
+def use_rules(rules: Rules | Mapping[str, Any] | None) -> Iterator[Rules]:
+    """Makes ``rules`` (resolved by :func:`resolve_rules`) the active rule set inside the block.
+
+    Parameter and batch shardings built with ``rules=None``, activation constraints traced inside the
+    block, the sampler's rows and cache, and the decode kernel all use it. Yields the resolved rules.
+    """
+    resolved = resolve_rules(rules)
+    _ACTIVE.append(resolved)
+    try:
+        yield resolved
+    finally:
+        _ACTIVE.pop()
+
+
+def config_rules(cfg) -> Rules:
+    """The rule set of a training config: ``cfg.mesh.rules`` entries over the defaults (``()`` = defaults)."""
+    return resolve_rules(tuple(tuple(r) for r in (cfg.mesh.rules or ())))
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], rules=None) -> PartitionSpec:
     """Maps logical axis names to a ``PartitionSpec``; unknown names raise, ``None`` stays replicated.
 
-    A mesh axis already used by an earlier dimension is not reused (it would be an invalid spec).
+    ``rules=None`` uses the active rules. A mesh axis already used by an earlier dimension is not reused
+    (it would be an invalid spec).
     """
-    rd = _rules_dict(rules)
+    rd = dict(resolve_rules(rules))
     used: set[str] = set()
     out = []
     for name in logical_axes:
@@ -104,28 +152,48 @@ def logical_to_spec(logical_axes: Sequence[str | None], rules=None) -> Partition
     return PartitionSpec(*out)
 
 
-def _axis_size(mesh_shape: Mapping[str, int], entry) -> int:
-    if entry is None:
+def axis_size(mesh_shape: Mapping[str, int], entry) -> int:
+    """Number of shards of one ``PartitionSpec`` entry (a mesh axis, a tuple of them, or None)."""
+    if entry is None or entry is PartitionSpec.UNCONSTRAINED:
         return 1
     names = (entry,) if isinstance(entry, str) else entry
     return math.prod(mesh_shape[a] for a in names)
+
+
+def mesh_axes_for(mesh, logical: str, size: int | None = None, rules=None) -> tuple[str, ...] | None:
+    """The mesh axes a logical name maps to that ``mesh`` has, or None (replicated).
+
+    With ``size``, None also when those axes do not divide it (e.g. ``batch`` rows of the sampler, kv
+    heads of the decode kernel).
+    """
+    entry = logical_to_spec((logical,), rules)[0]
+    if entry is None:
+        return None
+    names = tuple(a for a in ((entry,) if isinstance(entry, str) else entry) if a in mesh.axis_names)
+    if not names or (size is not None and size % axis_size(dict(mesh.shape), names)):
+        return None
+    return names
 
 
 def check_divisible(shape: Sequence[int], spec: PartitionSpec, mesh: Mesh, what: str) -> None:
     """Raises a ``ValueError`` naming ``what`` if a sharded dimension is not divisible by its mesh axes."""
     mshape = dict(mesh.shape)
     for dim, (size, entry) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
-        k = _axis_size(mshape, entry)
+        k = axis_size(mshape, entry)
         if size % k:
             raise ValueError(f"{what}: dimension {dim} of shape {tuple(shape)} has size {size}, not divisible "
                              f"by mesh axes {entry} of total size {k} (mesh {mshape})")
 
 
+# ---------------------------------------------------------------------------------------------
+# Parameters, batches, activations
+# ---------------------------------------------------------------------------------------------
 def param_specs(model_or_state, rules=None):
     """``PartitionSpec`` for every ``nnx.Param`` of a model (a pytree shaped like ``nnx.state(model)``)."""
     from flax import nnx
 
     state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state)
+    rules = resolve_rules(rules)
 
     def spec(v):
         axes = v.get_metadata().get("logical_axes") if isinstance(v, nnx.Variable) else None
@@ -152,7 +220,10 @@ def param_shardings(model, mesh: Mesh, rules=None):
 
 
 def shard_model(model, mesh: Mesh, rules=None):
-    """Moves every parameter of ``model`` onto ``mesh`` per the rules (in place); returns the model."""
+    """Moves every parameter of an existing ``model`` onto ``mesh`` per the rules (in place); returns it.
+
+    To build a model, prefer :func:`create_sharded` (no device ever holds the whole model).
+    """
     from flax import nnx
 
     shardings = param_shardings(model, mesh, rules)
@@ -163,40 +234,57 @@ def shard_model(model, mesh: Mesh, rules=None):
     return model
 
 
+def create_sharded(ctor, mesh: Mesh, rules=None):
+    """Builds ``ctor()`` (an nnx module, e.g. ``lambda: Decoder(cfg, nnx.Rngs(0))``) directly sharded.
+
+    The module is traced abstractly (``nnx.eval_shape``) to get each parameter's sharding, then its
+    state is initialised inside ``jit`` with those output shardings, so every device computes only its
+    own shards and no device ever holds the full unsharded model (unlike ``shard_model(ctor(), mesh)``).
+    The values equal those of ``ctor()`` for the same seeds.
+    """
+    from flax import nnx
+
+    abstract = nnx.eval_shape(ctor)
+    graphdef, _ = nnx.split(abstract)
+    shardings = param_shardings(abstract, mesh, rules)
+    state = jax.jit(lambda: nnx.state(ctor()), out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2, rules=None) -> NamedSharding:
-    """Sharding of a batch array ``[B, ...]``: leading axis over the ``batch`` rule (data x fsdp)."""
+    """Sharding of a batch array ``[B, ...]``: leading axis over the ``batch`` rule (default data x fsdp)."""
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
 
 
-_ACTIVE_RULES: list[Rules] = []
-
-
-class use_rules:
-    """Context manager selecting the rule set used by :func:`with_logical_constraint`."""
-
-    def __init__(self, rules):
-        self.rules = tuple(_rules_dict(rules).items())
-
-    def __enter__(self):
-        _ACTIVE_RULES.append(self.rules)
-        return self
-
-    def __exit__(self, *exc):
-        _ACTIVE_RULES.pop()
-
-
-def with_logical_constraint(x, logical_axes: Sequence[str | None]):
+def with_logical_constraint(x, logical_axes: Sequence[str | None], rules=None):
     """``with_sharding_constraint`` by logical names under the active mesh; identity without a mesh.
 
-    Dimensions that the mapped mesh axes do not divide are left unconstrained.
+    ``rules=None`` uses the active rules (:func:`use_rules`) at trace time. Dimensions that the mapped
+    mesh axes do not divide are left replicated.
     """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty or not set(MESH_AXES) <= set(mesh.axis_names):
         return x
-    spec = logical_to_spec(logical_axes, _ACTIVE_RULES[-1] if _ACTIVE_RULES else None)
+    spec = logical_to_spec(logical_axes, rules)
     mshape = dict(mesh.shape)
-    entries = [e if x.shape[i] % _axis_size(mshape, e) == 0 else None for i, e in enumerate(spec)]
+    entries = [e if x.shape[i] % axis_size(mshape, e) == 0 else None for i, e in enumerate(spec)]
     return jax.lax.with_sharding_constraint(x, PartitionSpec(*entries))
+
+
+# ---------------------------------------------------------------------------------------------
+# Host transfers and multi-host start-up
+# ---------------------------------------------------------------------------------------------
+def to_host(x) -> np.ndarray:
+    """The full value of ``x`` as a numpy array on this process.
+
+    ``x`` may be a sharded ``jax.Array`` whose shards live on other hosts (not fully addressable): then
+    every process must call this (a collective ``process_allgather``). Numpy arrays and scalars pass.
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -228,18 +316,3 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
     return True
-
-
-def create_sharded(ctor, mesh: Mesh, rules=None):
-    """Builds ``ctor()`` (an nnx module, e.g. ``lambda: Decoder(cfg, nnx.Rngs(0))``) directly sharded.
-
-    Parameters are initialised inside ``jit`` with per-parameter output shardings, so no device ever
-    holds the full unsharded model (unlike ``shard_model(ctor(), mesh)``).
-    """
-    from flax import nnx
-
-    abstract = nnx.eval_shape(ctor)
-    graphdef, _ = nnx.split(abstract)
-    shardings = param_shardings(abstract, mesh, rules)
-    state = jax.jit(lambda: nnx.state(ctor()), out_shardings=shardings)()
-    return nnx.merge(graphdef, state)

@@ -91,6 +91,22 @@ def test_bfloat16_export_and_import(src, tmp_path):
     assert np.abs(ref - _torch_logits(src, IDS)).max() / np.abs(ref).max() < 5e-2
 
 
+def test_dtypes_accepted_as_jax_and_numpy_objects(src, tmp_path):
+    """``load_hf(path, dtype=jnp.float32)`` (the JAX convention) loads exactly what the string spelling loads."""
+    by_name, cfg_name = load_hf(src, dtype="float32")
+    by_obj, cfg_obj = load_hf(src, dtype=jnp.float32)
+    assert cfg_obj == cfg_name and cfg_obj.dtype == "float32" and cfg_obj.param_dtype == "float32"
+    np.testing.assert_array_equal(np.asarray(by_obj.lm_head.kernel[...]), np.asarray(by_name.lm_head.kernel[...]))
+    mixed, cfg_mixed = load_hf(src, dtype=np.dtype("float32"), param_dtype=jnp.bfloat16)
+    assert (cfg_mixed.dtype, cfg_mixed.param_dtype) == ("float32", "bfloat16")
+    assert mixed.embed.embedding[...].dtype == jnp.bfloat16
+    out = save_hf(by_obj, tmp_path / "bf16", dtype=jnp.bfloat16)
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert {v["dtype"] for v in SafetensorsFile(out / "model.safetensors").header.values()} == {"BF16"}
+    with pytest.raises(ValueError, match=r"ModelConfig.param_dtype must be one of .*got <class 'jax.numpy.int32'>"):
+        load_hf(src, dtype=jnp.int32)
+
+
 def test_tied_qwen3_export_has_no_lm_head(tmp_path):
     path = make_tiny_hf_model(tmp_path, "qwen3")
     model, cfg = load_hf(path)

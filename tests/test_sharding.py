@@ -17,14 +17,17 @@ def test_make_mesh_shapes_and_errors():
     m = make_mesh({"data": 1, "fsdp": -1, "tp": 2})
     assert dict(m.shape) == {"data": 1, "fsdp": 4, "tp": 2}
     assert dict(make_mesh().shape) == {"data": 1, "fsdp": 8, "tp": 1}
-    with pytest.raises(ValueError, match="3 positions but there are 8 devices"):
+    with pytest.raises(ValueError, match="has 3 devices but 8 are available"):
         make_mesh({"fsdp": 3})
-    with pytest.raises(ValueError, match="not divisible by the fixed axes' product 3"):
+    with pytest.raises(ValueError, match=r"fixed axes \(product 3\) do not divide the 8 devices"):
         make_mesh({"fsdp": -1, "tp": 3})
     with pytest.raises(ValueError, match="unknown mesh axes"):
         make_mesh({"model": 2})
-    with pytest.raises(ValueError, match="at most one mesh axis may be -1"):
+    with pytest.raises(ValueError, match="at most one axis may be -1"):
         make_mesh({"fsdp": -1, "tp": -1})
+    with pytest.raises(ValueError, match="'tp' has size 0"):
+        make_mesh({"fsdp": -1, "tp": 0})
+    assert dict(make_mesh({"tp": 2}, devices=jax.devices()[:2]).shape) == {"data": 1, "fsdp": 1, "tp": 2}
 
 
 def test_logical_rules():

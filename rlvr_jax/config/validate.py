@@ -64,23 +64,32 @@ def resolve_batching(cfg: ml_collections.ConfigDict) -> Batching:
     return Batching(pbs, int(cfg.rollout.n), nmb, mbs, int(t.micro_batch_size), int(t.ppo_epochs))
 
 
-def resolve_mesh_shape(shape: dict, num_devices: int, field: str = "mesh.shape") -> dict[str, int]:
-    """Fills the single -1 axis so the product equals ``num_devices``."""
-    shape = {str(k): int(v) for k, v in dict(shape).items()}
+def resolve_mesh_shape(shape, num_devices: int, field: str = "mesh.shape") -> dict[str, int]:
+    """``{"data": d, "fsdp": f, "tp": t}`` for ``num_devices``: the single -1 axis takes the remaining
+    devices, missing axes are 1. The one mesh-shape resolver (``rlvr_jax.sharding.make_mesh`` uses it);
+    raises :class:`ConfigError` on ``field`` for unknown axes, bad sizes or a product that is not
+    ``num_devices``."""
+    from rlvr_jax.sharding import MESH_AXES
+
+    given = {str(k): int(v) for k, v in dict(shape).items()}
+    unknown = sorted(set(given) - set(MESH_AXES))
+    if unknown:
+        raise ConfigError(field, f"unknown mesh axes {unknown}; the mesh axes are {MESH_AXES}")
+    shape = {a: given.get(a, 1) for a in MESH_AXES}
     free = [k for k, v in shape.items() if v == -1]
     if len(free) > 1:
-        raise ConfigError(field, f"at most one axis may be -1, got {shape}")
+        raise ConfigError(field, f"at most one axis may be -1, got {given}")
     for k, v in shape.items():
         if v == 0 or v < -1:
             raise ConfigError(field, f"axis {k!r} has size {v}; sizes are >= 1 or -1")
     fixed = math.prod(v for v in shape.values() if v != -1)
     if free:
         if num_devices % fixed:
-            raise ConfigError(field, f"{shape}: fixed axes (product {fixed}) do not divide "
+            raise ConfigError(field, f"{given}: fixed axes (product {fixed}) do not divide "
                                      f"the {num_devices} devices")
         shape[free[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ConfigError(field, f"{shape} has {fixed} devices but {num_devices} are available")
+        raise ConfigError(field, f"{given} has {fixed} devices but {num_devices} are available")
     return shape
 
 
@@ -249,11 +258,19 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(lg.eval_every >= 0, "logging.eval_every", f"must be >= 0, got {lg.eval_every}")
     _check(lg.eval_n >= 1, "logging.eval_n", f"must be >= 1, got {lg.eval_n}")
     # mesh
+    from rlvr_jax.sharding import config_rules
+    try:
+        rules = config_rules(cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("mesh.rules", str(e)) from None
     if num_devices is not None:
         shape = resolve_mesh_shape(cfg.mesh.shape, num_devices)
-        dp = shape.get("data", 1) * shape.get("fsdp", 1)
+        row_axes = dict(rules)["batch"] or ()
+        row_axes = (row_axes,) if isinstance(row_axes, str) else row_axes
+        dp = math.prod(shape[a] for a in row_axes)
         _check(t.micro_batch_size % dp == 0, "train.micro_batch_size",
-               f"{t.micro_batch_size} is not divisible by the data-parallel size data*fsdp={dp} of mesh {shape}")
+               f"{t.micro_batch_size} is not divisible by the data-parallel size {'*'.join(row_axes) or 1}={dp} "
+               f"(the mesh axes of the 'batch' sharding rule) of mesh {shape}")
     # files
     if check_files:
         if m.hf_path:

@@ -25,6 +25,24 @@ ATTENTION_IMPLS = (None, "xla", "cudnn")
 DECODE_ATTENTION_IMPLS = ("xla", "pallas")
 DTYPES = ("float32", "bfloat16", "float16")
 
+
+
+def dtype_name(dtype) -> str:
+    """The name (``'float32'``, ``'bfloat16'``, ``'float16'``) of a dtype given as a string, a numpy/JAX
+    dtype or a scalar type such as ``jnp.float32``; raises ``ValueError`` naming it for anything else."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        import numpy as np
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            raise ValueError(f"not a dtype: {dtype!r} (use one of {DTYPES} or e.g. jnp.bfloat16)") from None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (a string or a numpy/JAX dtype), got {dtype!r}")
+    return name
+
+
 _ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
@@ -98,9 +116,12 @@ class ModelConfig:
                              f"({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
-        for name in ("param_dtype", "dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"ModelConfig.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
+        for name in ("param_dtype", "dtype"):  # strings or numpy/JAX dtypes, stored as names
+            try:
+                object.__setattr__(self, name, dtype_name(getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"ModelConfig.{name} must be one of {DTYPES} (or the numpy/JAX dtype), "
+                                 f"got {getattr(self, name)!r}") from None
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"ModelConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
         if self.attention_impl not in ATTENTION_IMPLS:

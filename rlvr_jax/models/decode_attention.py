@@ -25,7 +25,8 @@ Layout and range contract (``decode_attention_impl='pallas'`` of :class:`rlvr_ja
   interpret mode (tests); TPU is rejected (this is the GPU Triton kernel).
 * Under a multi-device mesh (``jax.set_mesh``), a ``pallas_call`` is not partitioned by GSPMD, so the
   kernel runs inside ``jax.shard_map`` with rows split over the ``batch`` logical axis and kv heads over
-  ``kv_heads`` (the rules of :mod:`rlvr_jax.sharding`), each where the mesh axes divide the size.
+  ``kv_heads`` (the active rules of :mod:`rlvr_jax.sharding`, :func:`~rlvr_jax.sharding.mesh_axes_for`),
+  each where the mesh axes divide the size.
 
 :func:`decode_attention_reference` is the plain ``jnp`` version (masking, whole cache) used by tests.
 """
@@ -37,6 +38,8 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
+
+from ..sharding import mesh_axes_for
 
 BLOCK_H = 16  # query heads per kernel program (the kernel's default; G < 16 is masked)
 _BLOCK_KS = (128, 64, 32, 16)
@@ -105,20 +108,6 @@ def _local_decode_attention(q, k_cache, v_cache, start, end, *, k_splits, block_
     return jax.vmap(jax.vmap(inner))(q, k_cache, v_cache, start, end)
 
 
-def _mesh_entry(mesh, logical: str, size: int):
-    """Mesh axes the logical name maps to (active rules), or None when absent / not dividing ``size``."""
-    from ..sharding import _ACTIVE_RULES, _axis_size, logical_to_spec
-
-    entry = logical_to_spec((logical,), _ACTIVE_RULES[-1] if _ACTIVE_RULES else None)[0]
-    if entry is None:
-        return None
-    names = (entry,) if isinstance(entry, str) else tuple(entry)
-    names = tuple(a for a in names if a in mesh.axis_names)
-    if not names or size % _axis_size(dict(mesh.shape), names):
-        return None
-    return names
-
-
 def decode_attention(q, k_cache, v_cache, start, end):
     """``softmax over s in [start_b, end_b) of q.k/sqrt(D)`` times ``v`` (module docstring), ``[B, N, D]``.
 
@@ -137,8 +126,8 @@ def decode_attention(q, k_cache, v_cache, start, end):
     if mesh is None or mesh.empty or mesh.size == 1:
         out = body(qg, k_cache, v_cache, start, end)
     else:
-        rows = _mesh_entry(mesh, "batch", B)
-        heads = _mesh_entry(mesh, "kv_heads", K)
+        rows = mesh_axes_for(mesh, "batch", B)
+        heads = mesh_axes_for(mesh, "kv_heads", K)
         if heads is not None and rows is not None and set(heads) & set(rows):
             heads = None
         spec4 = PartitionSpec(rows, heads, None, None)

@@ -29,7 +29,7 @@ from flax import nnx
 from ..sharding import with_logical_constraint
 from .config import ModelConfig
 from .decode_attention import kv_range_from_mask
-from .layers import Block, RMSNorm, _normal, causal_padding_mask, dtype_of, rope_cos_sin, rope_inv_freq
+from .layers import Block, RMSNorm, causal_padding_mask, dtype_of, normal_init, rope_cos_sin, rope_inv_freq
 
 _REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the whole layer
@@ -47,7 +47,7 @@ class Embedding(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.dtype = dtype_of(config.dtype)
         self.embedding = nnx.Param(
-            _normal(rngs, (config.vocab_size, config.hidden_size), dtype_of(config.param_dtype)),
+            normal_init(rngs, (config.vocab_size, config.hidden_size), dtype_of(config.param_dtype)),
             logical_axes=("vocab", "embed"))
 
     def __call__(self, ids):
@@ -57,7 +57,7 @@ class Embedding(nnx.Module):
 class LMHead(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.kernel = nnx.Param(
-            _normal(rngs, (config.hidden_size, config.vocab_size), dtype_of(config.param_dtype)),
+            normal_init(rngs, (config.hidden_size, config.vocab_size), dtype_of(config.param_dtype)),
             logical_axes=("embed", "vocab"))
 
 
@@ -133,6 +133,14 @@ class Decoder(nnx.Module):
         dt = jnp.dtype(dtype) if dtype is not None else dtype_of(c.dtype)
         return {"k": tuple(jnp.zeros(shape, dt) for _ in range(c.num_layers)),
                 "v": tuple(jnp.zeros(shape, dt) for _ in range(c.num_layers))}
+
+    def cache_logical_axes(self):
+        """Logical axis names of every :meth:`init_cache` leaf (same tree), for the sharding rules:
+        ``('batch', 'length', 'kv_heads', 'head_dim')``, or head-major for the pallas decode path."""
+        c = self.config
+        axes = (("batch", "kv_heads", "length", "head_dim") if c.decode_attention_impl == "pallas"
+                else ("batch", "length", "kv_heads", "head_dim"))
+        return {"k": (axes,) * c.num_layers, "v": (axes,) * c.num_layers}
 
     def cache_len(self, cache) -> int:
         """Number of slots ``S`` of a cache from :meth:`init_cache` (either layout)."""

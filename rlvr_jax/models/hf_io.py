@@ -33,8 +33,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from ..sharding import check_divisible, logical_to_spec, to_host
 from .config import ModelConfig
 from .decoder import Decoder
+
+DTypeLike = Any  # a dtype name ("float32") or a numpy / JAX dtype (jnp.float32)
 
 SAFE_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -165,20 +168,20 @@ def _checkpoint_files(path: pathlib.Path) -> dict[str, SafetensorsFile]:
 # ---------------------------------------------------------------------------------------------
 # load_hf
 # ---------------------------------------------------------------------------------------------
-def load_hf(path, dtype: str = "float32", param_dtype: str | None = None, mesh=None, rules=None,
+def load_hf(path, dtype: DTypeLike = "float32", param_dtype: DTypeLike | None = None, mesh=None, rules=None,
             nonfinite: str = "error", **config_overrides) -> tuple[Decoder, ModelConfig]:
     """Loads a Hugging Face checkpoint directory into a :class:`Decoder`.
 
-    ``dtype`` is the compute dtype, ``param_dtype`` the weight storage dtype (default: ``dtype``).
-    With ``mesh`` every parameter is created directly with its ``NamedSharding`` (per ``rules``,
-    default :data:`rlvr_jax.sharding.DEFAULT_RULES`); without, on the first local device. Other
+    ``dtype`` is the compute dtype, ``param_dtype`` the weight storage dtype (default: ``dtype``); each is a
+    name (``"bfloat16"``) or a numpy/JAX dtype (``jnp.bfloat16``). With ``mesh`` every tensor goes from the
+    memory-mapped file straight to its ``NamedSharding`` (per ``rules``, default the active rules of
+    :mod:`rlvr_jax.sharding`): each device receives only its own slice and no full copy of the model
+    exists on any device; without a mesh, on the first local device. Other
     :class:`ModelConfig` fields (``remat``, ``attention_impl``...) can be overridden by keyword.
     Raises ``ValueError`` naming the tensor for missing, unexpected or mis-shaped tensors, and naming file and
     tensor for a truncated or damaged safetensors file. Weights holding NaN or infinity raise a ``ValueError``
     naming them (``nonfinite="error"``) or are logged as a warning (``"warn"``).
     """
-    from ..sharding import check_divisible
-
     path = pathlib.Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} has no config.json")
@@ -243,8 +246,6 @@ def _check_finite(path, named: dict, mode: str) -> None:
 
 
 def _spec_for(var, rules) -> PartitionSpec:
-    from ..sharding import logical_to_spec
-
     axes = var.get_metadata().get("logical_axes")
     return PartitionSpec() if axes is None else logical_to_spec(axes, rules)
 
@@ -267,15 +268,6 @@ def parse_size(size: int | str) -> int:
     mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
     return int(num * mult)
-
-
-def _to_host(x) -> np.ndarray:
-    """The full value of a (possibly sharded, possibly multi-host) ``jax.Array`` on the host."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
 
 
 def _plan_shards(items: list[tuple[str, tuple[int, ...]]], itemsize: int, max_bytes: int) -> list[list[int]]:
@@ -312,19 +304,46 @@ def _write_safetensors(fname: pathlib.Path, names, shapes, dt: np.dtype, arrays:
             f.write(np.ascontiguousarray(a).tobytes())
 
 
+def _write_side_files(path: pathlib.Path, config: ModelConfig, dtype: str, source_dir) -> None:
+    """``config.json`` (merged over ``source_dir``'s), ``generation_config.json`` and the tokenizer files."""
+    cfg = {}
+    if source_dir is not None and (source_dir / "config.json").exists():
+        with open(source_dir / "config.json") as f:
+            cfg = json.load(f)
+    cfg.update(config.to_hf_dict(dtype=dtype))
+    with open(path / "config.json", "w") as f:
+        json.dump(cfg, f, indent=2)
+    gen_src = source_dir / "generation_config.json" if source_dir is not None else None
+    if gen_src is not None and gen_src.exists():
+        if gen_src.resolve() != (path / "generation_config.json").resolve():
+            shutil.copyfile(gen_src, path / "generation_config.json")
+    else:
+        eos = config.eos_token_id
+        gen = {"bos_token_id": config.bos_token_id,
+               "eos_token_id": None if eos is None else (eos[0] if len(eos) == 1 else list(eos)),
+               "pad_token_id": config.pad_token_id}
+        with open(path / "generation_config.json", "w") as f:
+            json.dump({k: v for k, v in gen.items() if v is not None}, f, indent=2)
+    if source_dir is not None:
+        for fn in TOKENIZER_FILES:
+            src = source_dir / fn
+            if src.exists() and src.resolve() != (path / fn).resolve():
+                shutil.copyfile(src, path / fn)
+
+
 def save_hf(model: Decoder, path, source_dir=None, max_shard_size: int | str = "5GB",
-            dtype: str | None = None) -> pathlib.Path:
+            dtype: DTypeLike | None = None) -> pathlib.Path:
     """Writes ``model`` as a Hugging Face checkpoint directory loadable by transformers and vLLM.
 
     Files: ``config.json`` (merged over ``source_dir/config.json`` when present), ``generation_config.json``,
     ``model.safetensors`` or ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
     when the total exceeds ``max_shard_size``, and the tokenizer files of ``source_dir``. ``dtype``
-    defaults to the model's ``param_dtype``. Collective in multi-host runs (all processes must call
-    it); only process 0 writes.
+    (a name or a numpy/JAX dtype) defaults to the model's ``param_dtype``. Collective in multi-host runs
+    (all processes must call it); only process 0 writes.
     """
     config: ModelConfig = model.config
-    dtype = dtype or config.param_dtype
-    out_dt = np.dtype(jax.numpy.dtype(dtype))
+    out_dt = np.dtype(jax.numpy.dtype(dtype or config.param_dtype))
+    dtype = out_dt.name  # a name for config.json, whether given as a string or a dtype
     if out_dt not in _DTYPE_TO_SAFE:
         raise ValueError(f"save_hf: unsupported export dtype {dtype!r}")
     path = pathlib.Path(path)
@@ -342,7 +361,7 @@ def save_hf(model: Decoder, path, source_dir=None, max_shard_size: int | str = "
 
     def host_array(i):
         _, var, transposed = entries[i]
-        a = _to_host(var.get_value())
+        a = to_host(var.get_value())
         a = a.T if transposed else a
         return a.astype(out_dt, copy=False) if writer else None
 
@@ -366,29 +385,7 @@ def save_hf(model: Decoder, path, source_dir=None, max_shard_size: int | str = "
         if len(shards) > 1:
             with open(path / INDEX_FILE, "w") as f:
                 json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-        cfg = {}
-        if source_dir is not None and (source_dir / "config.json").exists():
-            with open(source_dir / "config.json") as f:
-                cfg = json.load(f)
-        cfg.update(config.to_hf_dict(dtype=dtype))
-        with open(path / "config.json", "w") as f:
-            json.dump(cfg, f, indent=2)
-        gen_src = source_dir / "generation_config.json" if source_dir is not None else None
-        if gen_src is not None and gen_src.exists():
-            if gen_src.resolve() != (path / "generation_config.json").resolve():
-                shutil.copyfile(gen_src, path / "generation_config.json")
-        else:
-            eos = config.eos_token_id
-            gen = {"bos_token_id": config.bos_token_id,
-                   "eos_token_id": None if eos is None else (eos[0] if len(eos) == 1 else list(eos)),
-                   "pad_token_id": config.pad_token_id}
-            with open(path / "generation_config.json", "w") as f:
-                json.dump({k: v for k, v in gen.items() if v is not None}, f, indent=2)
-        if source_dir is not None:
-            for fn in TOKENIZER_FILES:
-                src = source_dir / fn
-                if src.exists() and src.resolve() != (path / fn).resolve():
-                    shutil.copyfile(src, path / fn)
+        _write_side_files(path, config, dtype, source_dir)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

@@ -30,7 +30,8 @@ def dtype_of(name: str):
     return jnp.dtype(name)
 
 
-def _normal(rngs: nnx.Rngs, shape, param_dtype, std=_INIT_STD):
+def normal_init(rngs: nnx.Rngs, shape, param_dtype, std=_INIT_STD):
+    """``std * N(0, 1)`` drawn in float32 from ``rngs.params()``, stored in ``param_dtype``."""
     return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(param_dtype)
 
 
@@ -41,7 +42,7 @@ class Dense(nnx.Module):
                  rngs: nnx.Rngs):
         pdt = dtype_of(config.param_dtype)
         self.dtype = dtype_of(config.dtype)
-        self.kernel = nnx.Param(_normal(rngs, (d_in, d_out), pdt), logical_axes=axes)
+        self.kernel = nnx.Param(normal_init(rngs, (d_in, d_out), pdt), logical_axes=axes)
         self.bias = nnx.Param(jnp.zeros((d_out,), pdt), logical_axes=(axes[1],)) if use_bias else None
 
     def __call__(self, x):

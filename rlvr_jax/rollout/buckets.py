@@ -25,7 +25,8 @@ def pick_bucket(size: int, buckets: Sequence[int], what: str) -> int:
     raise ValueError(f"{what} {size} exceeds the largest bucket {max(buckets)} (buckets: {tuple(buckets)})")
 
 
-def _check_buckets(buckets: Sequence[int], what: str) -> tuple[int, ...]:
+def check_buckets(buckets: Sequence[int], what: str) -> tuple[int, ...]:
+    """``buckets`` sorted, as ints; ``ValueError`` naming ``what`` when empty or not all positive."""
     buckets = tuple(sorted(int(b) for b in buckets))
     if not buckets or buckets[0] < 1:
         raise ValueError(f"{what} must be a non-empty list of positive sizes, got {buckets}")

@@ -40,15 +40,13 @@ contiguous range, which the Pallas kernel's slot range needs); the queue is repl
 """
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.rollout import sampling_ops
+from rlvr_jax.sharding import to_host
 
 
 
@@ -78,7 +76,7 @@ class ContinuousScheduler:
         self.refill_rows = refill_rows
         self.queue_slots = int(queue_slots)
         model = nnx.merge(sampler._graphdef, sampler._state)
-        self._axes = sampler._find_cache_batch_axes(model)
+        self._axes = sampler.rows.batch_axis
         n_leaves = len(jax.tree.leaves(jax.eval_shape(lambda: model.init_cache(2, 8))))
         if len(jax.tree.leaves(self._axes)) != n_leaves:
             raise ValueError("the continuous scheduler needs every cache leaf to have a batch axis")
@@ -106,18 +104,18 @@ class ContinuousScheduler:
         R = self.refill_size(B)
         Qc = -(-self.queue_slots * B // R) * R
         sp = (jnp.uint32(params.seed % (1 << 32)), jnp.float32(params.temperature), jnp.int32(params.top_k),
-              jnp.float32(params.top_p), self._replicated(np.asarray(stop_arr)))
+              jnp.float32(params.top_p), self.s.rows.replicated(np.asarray(stop_arr)))
         outs: list = [None] * Q
         sent = finished = slot_steps = calls = 0
-        with jax.set_mesh(s.mesh) if s.mesh is not None else contextlib.nullcontext():
+        with s.rows.context():
             st = self._init_jit(s._state, batch=B, plen=P, num_new=num_new_bucket)
             while finished < Q:
                 queue, q_len = self._queue(prompts, row_ids, caps, sent, Qc, P)
                 st, done, counts = self._run_jit(
                     s._state, st, *queue, jnp.int32(q_len), jnp.bool_(sent + q_len < Q),
                     jnp.int32(self.decode_steps), *sp)
-                count, head, steps, refills = (int(x) for x in s._fetch(counts))
-                toks, logps, req, length, stopped = (s._fetch(x) for x in done)
+                count, head, steps, refills = (int(x) for x in to_host(counts))
+                toks, logps, req, length, stopped = (to_host(x) for x in done)
                 for i in range(count):
                     outs[req[i]] = (toks[i, :length[i]].tolist(), logps[i, :length[i]].tolist(), bool(stopped[i]))
                 sent, finished = sent + head, finished + count
@@ -125,11 +123,6 @@ class ContinuousScheduler:
         useful = sum(len(o[0]) for o in outs)
         return outs, {"useful_tokens": useful, "slot_steps": slot_steps, "utilisation": useful / max(slot_steps, 1),
                       "compiled_calls": calls, "slots": B, "refill_rows": R, "queue_rows": Qc}
-
-    def _replicated(self, x: np.ndarray) -> jax.Array:
-        if self.s.mesh is None:
-            return jnp.asarray(x)
-        return jax.make_array_from_callback(x.shape, NamedSharding(self.s.mesh, PartitionSpec()), lambda i: x[i])
 
     def _queue(self, prompts, row_ids, caps, first, Qc, P):
         """Host arrays of requests ``[first, first + Qc)`` (left-padded; rows past the end are padding)."""
@@ -143,18 +136,12 @@ class ContinuousScheduler:
             tokens[i, P - len(p):] = p
             mask[i, P - len(p):] = 1
             rows[i], req[i], budget[i] = row_ids[first + i], first + i, caps[first + i]
-        return tuple(self._replicated(x) for x in (tokens, mask, rows, req, budget)), q_len
+        return tuple(self.s.rows.replicated(x) for x in (tokens, mask, rows, req, budget)), q_len
 
     # ------------------------------------------------------------------ compiled parts
-    def _constrain_rows(self, x):
-        s = self.s
-        if s.mesh is None or not s.batch_axes:
-            return x
-        spec = PartitionSpec(s.batch_axes, *([None] * (x.ndim - 1)))
-        return jax.lax.with_sharding_constraint(x, NamedSharding(s.mesh, spec))
-
     def _rows(self, d):
-        return {k: (self.s._constrain_cache(v) if k == "cache" else self._constrain_rows(v)) for k, v in d.items()}
+        rows = self.s.rows
+        return {k: (rows.constrain_cache(v) if k == "cache" else rows.constrain(v)) for k, v in d.items()}
 
     def _init_fn(self, wstate, *, batch: int, plen: int, num_new: int):
         self.s.num_compilations += 1  # Python side effect: runs only while tracing.
@@ -177,12 +164,12 @@ class ContinuousScheduler:
         tokens, mask, rows, req, max_new = (take(x) for x in queue)
         idle_slots = jnp.nonzero(~st["busy"], size=R, fill_value=B)[0]
         slots = jnp.where(jnp.arange(R) < admit, idle_slots, B).astype(jnp.int32)
-        cache = self.s._constrain_cache(model.init_cache(R, L))
+        cache = self.s.rows.constrain_cache(model.init_cache(R, L))
         plens = jnp.sum(mask, axis=-1).astype(jnp.int32)
         kv_mask = jnp.concatenate([mask, jnp.zeros((R, N), jnp.int32)], axis=1)
         # as in the static path: one prefill pass (one read of the weights), logits of the last column only
         logits, cache = model.prefill(tokens, mask, cache, last_only=True)
-        cache = self.s._constrain_cache(cache)
+        cache = self.s.rows.constrain_cache(cache)
         tok, logp, hit = sample(logits, rows, jnp.zeros((R,), jnp.int32))
         new = dict(kv_mask=kv_mask, tok=tok, t=jnp.ones((R,), jnp.int32), plen=plens, row=rows, req=req,
                    max_new=max_new, active=~hit & (max_new > 1), busy=jnp.ones((R,), bool), stopped=hit,

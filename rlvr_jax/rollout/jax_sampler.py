@@ -46,19 +46,20 @@ call per chunk of rows, each chunk decoding until its longest row is done (finis
 refilled with the next pending request inside the compiled loop. Both give each request the same tokens
 and log-probs for a seed; ``last_stats`` reports useful tokens, slot steps and their ratio (utilisation).
 
-With a ``mesh``, rows are sharded over the mesh's batch axes (``data`` and ``fsdp`` by default) and the
-cache is constrained to the same batch sharding; the weights keep whatever sharding the model has.
+With a ``mesh``, rows are sharded over the mesh axes of the ``batch`` rule of the rule set (``rules``, default
+the rules active at construction: ``data`` x ``fsdp`` unless a :func:`rlvr_jax.sharding.use_rules` block says
+otherwise) and the cache follows the same rules (:mod:`rlvr_jax.rollout.rows`); activations traced inside
+use them too. The weights keep whatever sharding the model has.
 
-The sampler is layout-agnostic: it finds each cache leaf's batch axis from shapes, so a model with
+The sampler is layout-agnostic: it finds each cache leaf's batch axis from shapes (and shards the other
+cache dimensions by the model's ``cache_logical_axes()`` when it has one), so a model with
 ``decode_attention_impl='pallas'`` (head-major ``[B, K, S, D]`` cache, decode attention over the filled
 slot range only) works unchanged. That kernel needs every cache length ``P + N`` to be a multiple of 16
 (checked here at construction), and under a mesh it runs in ``shard_map`` over the ``batch`` logical
-axis of :mod:`rlvr_jax.sharding` (``data`` x ``fsdp``, as the default ``batch_axes``).
+axis of the same rule set.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from typing import Any, Optional, Sequence
 
@@ -66,11 +67,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
-from rlvr_jax.rollout.buckets import _check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
+from rlvr_jax.rollout.buckets import check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
+from rlvr_jax.rollout.rows import RowSharding
+from rlvr_jax.sharding import to_host
 
 SCHEDULERS = ("static", "continuous")
 DEFAULT_SCHEDULER = "continuous"
@@ -91,8 +93,8 @@ class JaxSampler(RolloutEngine):
       prompt_buckets: allowed padded prompt lengths (default: powers of two from 16 up to ``max_prompt_len``).
       max_new_tokens_limit: the largest ``SamplingParams.max_new_tokens`` accepted.
       new_token_buckets: allowed decode-budget sizes (default: powers of two from 16 up to the limit).
-      mesh: optional ``jax.sharding.Mesh``; rows are sharded over ``batch_axes`` of it.
-      batch_axes: mesh axes the rows are split over (default: those of ``("data", "fsdp")`` in the mesh).
+      mesh: optional ``jax.sharding.Mesh``; rows are split over the mesh axes of the ``batch`` rule.
+      rules: the sharding rule set (:func:`rlvr_jax.sharding.resolve_rules`; default: the active rules).
       scheduler: ``'static'`` (each chunk of rows decodes until its longest row is done) or ``'continuous'``
         (a finished row's slot is refilled with the next pending request; :mod:`rlvr_jax.rollout.continuous`).
         Both give the same tokens and log-probs for the same seed; the default is continuous (docs/performance.md).
@@ -107,7 +109,7 @@ class JaxSampler(RolloutEngine):
                  max_batch_size: int = 256, batch_buckets: Optional[Sequence[int]] = None,
                  max_prompt_len: int = 4096, prompt_buckets: Optional[Sequence[int]] = None,
                  max_new_tokens_limit: int = 4096, new_token_buckets: Optional[Sequence[int]] = None,
-                 mesh: Optional[jax.sharding.Mesh] = None, batch_axes: Optional[Sequence[str]] = None,
+                 mesh: Optional[jax.sharding.Mesh] = None, rules=None,
                  scheduler: str = DEFAULT_SCHEDULER, decode_steps: int = 4096, refill_rows: Optional[int] = None,
                  queue_slots: int = 2):
         for name in ("init_cache", "prefill", "decode_step"):
@@ -121,19 +123,10 @@ class JaxSampler(RolloutEngine):
         self.pad_id = int(pad_id)
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
         self.mesh = mesh
-        if mesh is not None:
-            axes = tuple(batch_axes) if batch_axes is not None else tuple(
-                a for a in ("data", "fsdp") if a in mesh.axis_names)
-            unknown = [a for a in axes if a not in mesh.axis_names]
-            if unknown:
-                raise ValueError(f"batch_axes {unknown} are not axes of the mesh {mesh.axis_names}")
-            self.batch_axes = axes
-            self._rows_multiple = math.prod(mesh.shape[a] for a in axes)
-        else:
-            self.batch_axes = ()
-            self._rows_multiple = 1
+        self.rows = RowSharding(model, mesh, rules)
+        self._rows_multiple = self.rows.multiple
 
-        self.batch_buckets = _check_buckets(
+        self.batch_buckets = check_buckets(
             batch_buckets if batch_buckets is not None else power_of_two_buckets(1, max_batch_size), "batch_buckets")
         self.max_batch_size = max(self.batch_buckets)
         if any(b % self._rows_multiple for b in self.batch_buckets):
@@ -141,10 +134,10 @@ class JaxSampler(RolloutEngine):
             self.batch_buckets = tuple(sorted({-(-b // self._rows_multiple) * self._rows_multiple
                                                for b in self.batch_buckets}))
             self.max_batch_size = max(self.batch_buckets)
-        self.prompt_buckets = _check_buckets(
+        self.prompt_buckets = check_buckets(
             prompt_buckets if prompt_buckets is not None
             else power_of_two_buckets(min(16, max_prompt_len), max_prompt_len), "prompt_buckets")
-        self.new_token_buckets = _check_buckets(
+        self.new_token_buckets = check_buckets(
             new_token_buckets if new_token_buckets is not None
             else power_of_two_buckets(min(16, max_new_tokens_limit), max_new_tokens_limit), "new_token_buckets")
 
@@ -160,7 +153,6 @@ class JaxSampler(RolloutEngine):
 
         self._graphdef, self._state = nnx.split(model)
         self._version = 0
-        self._cache_batch_axes = self._find_cache_batch_axes(model) if mesh is not None else None
         self.num_compilations = 0
         self._generate_jit = jax.jit(self._generate_fn, static_argnames=("num_new_bucket",))
         self.last_stats: dict = {}
@@ -273,31 +265,6 @@ class JaxSampler(RolloutEngine):
                 raise RuntimeError(f"sampler weight {jax.tree_util.keystr(path)} was deleted (donated by a train "
                                    "step?); call sync_weights(model, version) before generate")
 
-    def _find_cache_batch_axes(self, model: nnx.Module):
-        """Per cache leaf, the axis that grows with the batch size (found from shapes only), or None."""
-        a = jax.eval_shape(lambda: model.init_cache(2, 8))
-        b = jax.eval_shape(lambda: model.init_cache(3, 8))
-
-        def axis(x, y):
-            diff = [i for i, (u, v) in enumerate(zip(x.shape, y.shape)) if u != v]
-            return diff[0] if len(diff) == 1 else None
-        return jax.tree.map(axis, a, b)
-
-    def _put_rows(self, x: np.ndarray) -> jax.Array:
-        """Host array with rows on axis 0 -> device array sharded over the batch axes (global view)."""
-        if self.mesh is None:
-            return jnp.asarray(x)
-        spec = PartitionSpec(self.batch_axes or None, *([None] * (x.ndim - 1)))
-        sharding = NamedSharding(self.mesh, spec)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-    @staticmethod
-    def _fetch(x: jax.Array) -> np.ndarray:
-        if jax.process_count() > 1 and not x.is_fully_addressable:
-            from jax.experimental import multihost_utils
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
     def _run_static(self, prompts, row_ids, caps, params: SamplingParams, stop_arr, num_new_bucket):
         """Chunks of ``max_batch_size`` rows, each decoded until its longest row is done."""
         outs, slot_steps, calls = [], 0, 0
@@ -329,31 +296,15 @@ class JaxSampler(RolloutEngine):
         done[rows:] = True
         max_new = np.ones((batch,), np.int32)
         max_new[:rows] = caps
-        with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
+        put = self.rows.put
+        with self.rows.context():
             out = self._generate_jit(
-                self._state, self._put_rows(tokens), self._put_rows(mask), self._put_rows(ids), self._put_rows(done),
+                self._state, put(tokens), put(mask), put(ids), put(done),
                 jnp.uint32(params.seed % (1 << 32)), jnp.float32(params.temperature), jnp.int32(params.top_k),
-                jnp.float32(params.top_p), self._put_rows(max_new), jnp.asarray(stop_arr),
+                jnp.float32(params.top_p), put(max_new), jnp.asarray(stop_arr),
                 num_new_bucket=num_new_bucket)
-        toks, logps, lengths, stopped = (self._fetch(x)[:rows] for x in out)
+        toks, logps, lengths, stopped = (to_host(x)[:rows] for x in out)
         return toks, logps, lengths, stopped
-
-    def _constrain_cache(self, cache):
-        if self.mesh is None or not self.batch_axes:
-            return cache
-
-        # Other dimensions are left to the compiler (UNCONSTRAINED) unless the mesh uses explicit axis types,
-        # which do not allow UNCONSTRAINED (there they are replicated).
-        auto = any(t == jax.sharding.AxisType.Auto for t in self.mesh.axis_types)
-        other = PartitionSpec.UNCONSTRAINED if auto else None
-
-        def constrain(x, axis):
-            if axis is None:
-                return x
-            spec = [other] * x.ndim
-            spec[axis] = self.batch_axes
-            return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, PartitionSpec(*spec)))
-        return jax.tree.map(constrain, cache, self._cache_batch_axes)
 
     def _generate_fn(self, state, tokens, prompt_mask, row_ids, done, seed, temperature, top_k, top_p,
                      max_new, stop_ids, *, num_new_bucket: int):
@@ -363,14 +314,14 @@ class JaxSampler(RolloutEngine):
         batch, plen = tokens.shape
         cache_len = plen + num_new_bucket
         model = nnx.merge(self._graphdef, state)
-        cache = self._constrain_cache(model.init_cache(batch, cache_len))
+        cache = self.rows.constrain_cache(model.init_cache(batch, cache_len))
         prompt_lens = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
         kv_mask = jnp.concatenate([prompt_mask.astype(jnp.int32),
                                    jnp.zeros((batch, num_new_bucket), jnp.int32)], axis=1)
         # One prefill pass over the whole prompt; only its last column (a real token in every row: left
         # padding) is unembedded, giving the logits of token 0, [B, V].
         logits, cache = model.prefill(tokens, prompt_mask, cache, last_only=True)
-        cache = self._constrain_cache(cache)
+        cache = self.rows.constrain_cache(cache)
         out_tokens = jnp.full((batch, num_new_bucket), self.pad_id, jnp.int32)
         out_logps = jnp.zeros((batch, num_new_bucket), jnp.float32)
         lengths = jnp.zeros((batch,), jnp.int32)
@@ -404,7 +355,7 @@ class JaxSampler(RolloutEngine):
             kv_mask = jax.lax.dynamic_update_slice_in_dim(kv_mask, jnp.ones((batch, 1), jnp.int32), slot, axis=1)
             step_model = nnx.merge(self._graphdef, state)
             step_logits, cache = step_model.decode_step(prev_tok, prompt_lens + t - 1, slot, kv_mask, cache)
-            cache = self._constrain_cache(cache)
+            cache = self.rows.constrain_cache(cache)
             tok, done, out_tokens, out_logps, lengths, stopped = emit(
                 t, step_logits, done, out_tokens, out_logps, lengths, stopped)
             return t + 1, tok, cache, kv_mask, done, out_tokens, out_logps, lengths, stopped
