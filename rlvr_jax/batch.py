@@ -11,8 +11,8 @@ The batch is a ``flax.struct`` dataclass, i.e. a pytree: the same value is a hos
 so a batch without a reference model or critic compiles without those inputs.
 
 One home each for: packing (:func:`pack_sequences`), row padding (:func:`pad_rows`), row selection
-(:func:`take_rows`), micro-batching (:func:`micro_batches`), the masked token mean (:func:`token_mean`) and the
-host gather of a (possibly multi-host sharded) device array (:func:`to_host`).
+(:func:`take_rows`), micro-batching (:func:`micro_batches`) and the masked token mean (:func:`token_mean`). The host gather of a
+(possibly multi-host sharded) device array is :func:`rlvr_jax.sharding.to_host`.
 """
 from __future__ import annotations
 
@@ -129,11 +129,3 @@ def token_mean(x, mask) -> float:
     """sum(x * mask) / max(sum(mask), 1): the mean of ``x`` over the valid tokens (host float)."""
     mask = np.asarray(mask)
     return float((np.asarray(x) * mask).sum() / max(mask.sum(), 1))
-
-
-def to_host(x) -> np.ndarray:
-    """A (possibly multi-host sharded) array as a full numpy array on every process."""
-    if jax.process_count() > 1 and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)

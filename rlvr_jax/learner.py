@@ -21,8 +21,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.batch import (SEQUENCE_FIELDS, TrainBatch, micro_batches, pack_sequences, pad_rows,  # noqa: F401
-                            round_up, take_rows, to_host)
+                            round_up, take_rows)
 from rlvr_jax.models.logprobs import token_logprobs
+from rlvr_jax.sharding import to_host
 from rlvr_jax.objectives import get_objective, hparams_from_config, loss_denominator
 from rlvr_jax.objectives.types import ObjectiveHParams
 from rlvr_jax.sharding import batch_sharding

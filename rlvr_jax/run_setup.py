@@ -38,28 +38,13 @@ def clone_model(model: nnx.Module) -> nnx.Module:
     return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
 
 
-def build_model(cfg, mesh, rules):
-    """The policy (sharded on ``mesh``) and its ModelConfig, from ``model.hf_path`` or ``model.preset``."""
-    from rlvr_jax.models import Decoder, get_preset, load_hf
-    from rlvr_jax.sharding import shard_model
-    m = cfg.model
-    opts = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_impl=m.attention_impl,
-                decode_attention_impl=m.decode_attention_impl)
-    if m.hf_path:
-        model, mcfg = load_hf(m.hf_path, mesh=mesh, rules=rules, nonfinite=m.nonfinite_weights, **opts)
-    else:
-        mcfg = get_preset(m.preset, **opts)
-        model = shard_model(Decoder(mcfg, rngs=nnx.Rngs(int(cfg.train.seed))), mesh, rules)
-    return model, mcfg
-
-
 def load_tokenizer(cfg):
     """The tokenizer at model.tokenizer_path (else hf_path); ``builtin:bytes`` is built offline."""
     from rlvr_jax.data.byte_tokenizer import load_tokenizer_path
     return load_tokenizer_path(cfg.model.tokenizer_path or cfg.model.hf_path)
 
 
-def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir: str):
+def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir: str, rules=None):
     """The rollout engine of ``rollout.engine``: the in-process JAX sampler or a vLLM server (started here
     from ``model.hf_path`` or an export of the preset's random init, or attached at ``rollout.vllm.url``)."""
     r = cfg.rollout
@@ -71,7 +56,7 @@ def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir
                      refill_rows=int(j["refill_rows"]) or None) if j else {}
         return JaxSampler(model, pad_id=pad_id, eos_token_ids=stop_ids, max_batch_size=min(rows, 256),
                           max_prompt_len=int(cfg.data.max_prompt_len),
-                          max_new_tokens_limit=int(r.max_new_tokens), mesh=mesh, **sched)
+                          max_new_tokens_limit=int(r.max_new_tokens), mesh=mesh, rules=rules, **sched)
     from rlvr_jax.rollout.vllm_engine import VLLMEngine
     v = r.vllm
     sync_root = r.sync_dir or os.path.join(out_dir, "weights")
@@ -194,12 +179,13 @@ def setup(cfg, stack: contextlib.ExitStack, tokenizer=None) -> Run:
     for the whole run (``stack`` leaves them) and resumes from the newest good checkpoint."""
     from rlvr_jax.data import stop_token_ids
     from rlvr_jax.rewards import GraderPool
-    from rlvr_jax.sharding import make_mesh, use_rules
+    from rlvr_jax.models import build_model
+    from rlvr_jax.sharding import config_rules, make_mesh, use_rules
 
     batching = _start(cfg)
     is_main, out_dir = jax.process_index() == 0, cfg.logging.out_dir
     mesh = make_mesh(resolve_mesh_shape(cfg.mesh.shape, jax.device_count()))
-    rules = tuple(tuple(r) for r in cfg.mesh.rules) or None
+    rules = config_rules(cfg)
     stack.enter_context(use_rules(rules))  # activations follow the same rules as parameters and batches
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
     stop_ids = tuple(stop_token_ids(tokenizer))
@@ -213,7 +199,7 @@ def setup(cfg, stack: contextlib.ExitStack, tokenizer=None) -> Run:
     learner = Learner(model, LearnerOptions.from_config(cfg, total_updates), mesh, rules,
                       critic_backbone=critic_backbone)
     engine = build_engine(cfg, clone_model(model) if cfg.rollout.engine == "jax" else model, mesh, stop_ids,
-                          pad_id, out_dir)
+                          pad_id, out_dir, rules)
     stack.callback(engine.close)
     pool = GraderPool(int(cfg.data.grade_workers), float(cfg.data.grade_timeout_s),
                       reward_format=cfg.data.reward_format)

@@ -37,7 +37,7 @@ from rlvr_jax.checkpointing import PreemptionGuard, atomic_directory
 from rlvr_jax.faults import fault_point
 from rlvr_jax.logging_utils import format_metric_line
 from rlvr_jax.rl_step import NonFiniteError, evaluate, held_out_eval, rl_step  # noqa: F401  (re-exported)
-from rlvr_jax.run_setup import (STEP_SEED_STRIDE, Run, build_engine, build_model, clone_model,  # noqa: F401
+from rlvr_jax.run_setup import (STEP_SEED_STRIDE, Run, build_engine, clone_model,  # noqa: F401
                                 encode_dataset, load_tokenizer, sampling_params, save, setup)
 from rlvr_jax.update_plan import minibatch_rows  # noqa: F401  (re-exported for tests)
 

@@ -18,7 +18,8 @@ def _worker(process_id: int, num_processes: int, port: int, out: str, local_devi
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     from flax import nnx
 
-    from rlvr_jax.batch import pack_sequences, to_host
+    from rlvr_jax.batch import pack_sequences
+    from rlvr_jax.sharding import to_host
     from rlvr_jax.learner import Learner, LearnerOptions
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.objectives.types import ObjectiveHParams

@@ -243,7 +243,7 @@ def test_train_with_vllm_engine(env, tmp_path):
 
 def test_build_model_passes_the_attention_choices_through(env, tmp_path):
     from rlvr_jax.sharding import make_mesh
-    from rlvr_jax.train import build_model
+    from rlvr_jax.models import build_model
     c = tiny(env, "nsr", tmp_path, model__attention_impl="xla", model__decode_attention_impl="pallas")
     mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
     _, mcfg = build_model(c, mesh, None)
