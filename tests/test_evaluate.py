@@ -220,10 +220,10 @@ def test_cli_end_to_end_tiny_model_jax_engine(tmp_path):
     data.write_text("\n".join(json.dumps({"id": f"t{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)})
                               for i in range(3)) + "\n")
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "rlvr_jax.evaluate", f"--checkpoint={ckpt}", f"--datasets={data}", "--n=2",
-           "--max_new_tokens=8", "--engine=jax", f"--out={out}", "--temperature=1.0", "--top_p=1.0",
-           "--dtype=float32", "--grade_workers=1", "--prompt_batch_size=4", "--max_batch_size=8", "--noprogress",
-           "--nogreedy"]  # greedy decoding is covered by the scripted-engine tests; one compile less here
+    cmd = [sys.executable, "-m", "rlvr_jax.evaluate"] + [f"--config.{k}={v}" for k, v in dict(
+        checkpoint=ckpt, datasets=data, n=2, max_new_tokens=8, engine="jax", out=out, temperature=1.0, top_p=1.0,
+        dtype="float32", grade_workers=1, prompt_batch_size=4, max_batch_size=8, progress=False,
+        greedy=False).items()]  # greedy decoding is covered by the scripted-engine tests; one compile less here
     env = {"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
