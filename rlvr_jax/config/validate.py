@@ -8,15 +8,16 @@ from typing import Any
 
 import ml_collections
 
+from rlvr_jax.models.config import ATTENTION_IMPLS, DECODE_ATTENTION_IMPLS, DTYPES
 from rlvr_jax.objectives.types import AGG_MODES as LOSS_AGG_MODES
 from rlvr_jax.objectives.types import FORMS, KL_ESTIMATORS
+from rlvr_jax.rewards.result import REWARD_FORMATS
+from rlvr_jax.rollout import ENGINES
 
+# The vocabularies below have no other home: the config is where they are chosen (update_plan.py reads
+# algo.adv_estimator, learner.py optim.schedule).
 ADV_ESTIMATORS = ("correctness", "raw", "grpo", "gae")
-ENGINES = ("jax", "vllm")
-DTYPES = ("float32", "bfloat16", "float16")
-DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # rlvr_jax.models.config.DECODE_ATTENTION_IMPLS
 SCHEDULES = ("constant", "cosine")
-REWARD_FORMATS = ("pm1", "01")
 
 
 class ConfigError(ValueError):
@@ -171,8 +172,8 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
            f"set exactly one of model.hf_path ({m.hf_path!r}) and model.preset ({m.preset!r})")
     _check(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} not in {DTYPES}")
     _check(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} not in {DTYPES}")
-    _check(m.attention_impl in ("xla", "cudnn"), "model.attention_impl",
-           f"{m.attention_impl!r} not in ('xla', 'cudnn')")
+    impls = tuple(i for i in ATTENTION_IMPLS if i is not None)  # None is ModelConfig's "use the default"
+    _check(m.attention_impl in impls, "model.attention_impl", f"{m.attention_impl!r} not in {impls}")
     _check(m.decode_attention_impl in DECODE_ATTENTION_IMPLS, "model.decode_attention_impl",
            f"{m.decode_attention_impl!r} not in {DECODE_ATTENTION_IMPLS}")
     _check(int(m.logprob_chunk_size) >= 1, "model.logprob_chunk_size", f"must be >= 1, got {m.logprob_chunk_size}")
@@ -210,8 +211,8 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     _check(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
     if r.get("jax") is not None:  # the in-process sampler's scheduler (rlvr_jax.rollout.continuous)
-        _check(r.jax.scheduler in ("static", "continuous"), "rollout.jax.scheduler",
-               f"{r.jax.scheduler!r} not in ('static', 'continuous')")
+        from rlvr_jax.rollout.jax_sampler import SCHEDULERS
+        _check(r.jax.scheduler in SCHEDULERS, "rollout.jax.scheduler", f"{r.jax.scheduler!r} not in {SCHEDULERS}")
         _check(int(r.jax.decode_steps) >= 1, "rollout.jax.decode_steps", f"must be >= 1, got {r.jax.decode_steps}")
         _check(int(r.jax.refill_rows) >= 0, "rollout.jax.refill_rows",
                f"must be >= 0 (0 = an eighth of the slots), got {r.jax.refill_rows}")
@@ -219,7 +220,8 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
            f"group-normalised advantages need rollout.n >= 2, got {r.n}")
     # data
     _check(d.max_prompt_len >= 1, "data.max_prompt_len", f"must be >= 1, got {d.max_prompt_len}")
-    _check(d.reward_format in REWARD_FORMATS, "data.reward_format", f"{d.reward_format!r} not in {REWARD_FORMATS}")
+    _check(d.reward_format in REWARD_FORMATS, "data.reward_format",
+           f"{d.reward_format!r} not in {tuple(REWARD_FORMATS)}")
     from rlvr_jax.data.code import CODE_TEMPLATES, is_code_dataset
     _check(not is_code_dataset(d.train) or d.template in CODE_TEMPLATES, "data.template",
            f"{d.template!r} asks for a boxed answer; code dataset {d.train!r} needs one of {CODE_TEMPLATES}")
