@@ -158,16 +158,7 @@ def _validate_algorithm_fidelity(cfg: ml_collections.ConfigDict) -> None:
                f"unknown built-in tokenizer {m.tokenizer_path!r}; valid: {', '.join(BUILTIN_TOKENIZERS)}")
 
 
-def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
-                    num_devices: int | None = None) -> Batching:
-    """Checks ``cfg`` and returns its :class:`Batching`.
-
-    ``check_files``: also require the model / data / checkpoint files to exist.
-    ``num_devices``: when given, the mesh must fit it and the micro-batch must split over its data axes.
-    """
-    m, d, r, a, o, t, ck, lg = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.train,
-                                cfg.checkpoint, cfg.logging)
-    # model
+def _validate_model(m: ml_collections.ConfigDict) -> None:
     _check(bool(m.hf_path) != bool(m.preset), "model.hf_path",
            f"set exactly one of model.hf_path ({m.hf_path!r}) and model.preset ({m.preset!r})")
     _check(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} not in {DTYPES}")
@@ -185,7 +176,10 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
             get_preset(m.preset)
         except (KeyError, ValueError) as e:
             raise ConfigError("model.preset", f"unknown preset {m.preset!r} ({e})") from None
-    # algorithm
+
+
+def _validate_algorithm(cfg: ml_collections.ConfigDict) -> None:
+    a = cfg.algo
     _check(_objective_known(a.name), "algo.name", _unknown_algorithm(a.name))
     _check(a.lam >= 0, "algo.lam", f"lambda must be >= 0, got {a.lam}")
     _check(0 <= a.clip_eps_low < 1, "algo.clip_eps_low", f"must be in [0, 1), got {a.clip_eps_low}")
@@ -204,7 +198,10 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _validate_algorithm_fidelity(cfg)
     _check(0 <= a.gamma <= 1, "algo.gamma", f"must be in [0, 1], got {a.gamma}")
     _check(0 <= a.gae_lambda <= 1, "algo.gae_lambda", f"must be in [0, 1], got {a.gae_lambda}")
-    # rollout
+
+
+def _validate_rollout_and_data(cfg: ml_collections.ConfigDict) -> None:
+    r, a, d = cfg.rollout, cfg.algo, cfg.data
     _check(r.engine in ENGINES, "rollout.engine", f"{r.engine!r} not in {ENGINES}")
     _check(r.n >= 1, "rollout.n", f"must be >= 1, got {r.n}")
     _check(r.temperature > 0, "rollout.temperature", f"training samples need temperature > 0, got {r.temperature}")
@@ -225,7 +222,10 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     from rlvr_jax.data.code import CODE_TEMPLATES, is_code_dataset
     _check(not is_code_dataset(d.train) or d.template in CODE_TEMPLATES, "data.template",
            f"{d.template!r} asks for a boxed answer; code dataset {d.train!r} needs one of {CODE_TEMPLATES}")
-    # optimizer
+
+
+def _validate_optim_train_logging(cfg: ml_collections.ConfigDict) -> Batching:
+    o, t, ck, lg = cfg.optim, cfg.train, cfg.checkpoint, cfg.logging
     _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _check(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1", f"betas must be in [0, 1), got ({o.b1}, {o.b2})")
@@ -249,28 +249,48 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(lg.every >= 1, "logging.every", f"must be >= 1, got {lg.every}")
     _check(lg.eval_every >= 0, "logging.eval_every", f"must be >= 0, got {lg.eval_every}")
     _check(lg.eval_n >= 1, "logging.eval_n", f"must be >= 1, got {lg.eval_n}")
+    return batching
+
+
+def _validate_files(cfg: ml_collections.ConfigDict) -> None:
+    """The model / data / checkpoint files the config names exist."""
+    m, d, ck, lg = cfg.model, cfg.data, cfg.checkpoint, cfg.logging
+    if m.hf_path:
+        _check(os.path.isfile(os.path.join(m.hf_path, "config.json")), "model.hf_path",
+               f"no config.json in {m.hf_path!r}")
+    if m.tokenizer_path and not m.tokenizer_path.startswith("builtin:"):  # builtin:* is built offline
+        _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
+    if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
+        _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")
+    missing = _dataset_file_missing(d.data_dir, d.train)
+    _check(missing is None, "data.train", str(missing))
+    for name in tuple(lg.eval_datasets) if lg.eval_every > 0 else ():
+        missing = _dataset_file_missing(d.data_dir, name)
+        _check(missing is None, "logging.eval_datasets", str(missing))
+    if ck.init_from:
+        _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")
+
+
+def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
+                    num_devices: int | None = None) -> Batching:
+    """Checks ``cfg`` and returns its :class:`Batching`.
+
+    ``check_files``: also require the model / data / checkpoint files to exist.
+    ``num_devices``: when given, the mesh must fit it and the micro-batch must split over its data axes.
+    """
+    _validate_model(cfg.model)
+    _validate_algorithm(cfg)
+    _validate_rollout_and_data(cfg)
+    batching = _validate_optim_train_logging(cfg)
+    t = cfg.train
     # mesh
     if num_devices is not None:
         shape = resolve_mesh_shape(cfg.mesh.shape, num_devices)
         dp = shape.get("data", 1) * shape.get("fsdp", 1)
         _check(t.micro_batch_size % dp == 0, "train.micro_batch_size",
                f"{t.micro_batch_size} is not divisible by the data-parallel size data*fsdp={dp} of mesh {shape}")
-    # files
     if check_files:
-        if m.hf_path:
-            _check(os.path.isfile(os.path.join(m.hf_path, "config.json")), "model.hf_path",
-                   f"no config.json in {m.hf_path!r}")
-        if m.tokenizer_path and not m.tokenizer_path.startswith("builtin:"):  # builtin:* is built offline
-            _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
-        if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
-            _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")
-        missing = _dataset_file_missing(d.data_dir, d.train)
-        _check(missing is None, "data.train", str(missing))
-        for name in tuple(lg.eval_datasets) if lg.eval_every > 0 else ():
-            missing = _dataset_file_missing(d.data_dir, name)
-            _check(missing is None, "logging.eval_datasets", str(missing))
-        if ck.init_from:
-            _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")
+        _validate_files(cfg)
     # reliability checks: values that would fail after start-up, writable output dirs (rlvr_jax/config/checks.py)
     from rlvr_jax.config import checks
     checks.check_values(cfg)
