@@ -1,4 +1,4 @@
-"""Every command the docs show (README.md, BUILD.md, launch/README.md, docs/*.md; tests/doc_commands.py finds
+"""Every command the docs show (README.md, BUILD.md, launch/README.md, docs/*.md; tests/helpers_docs.py finds
 them) is listed in REGISTRY, and each CPU-runnable one runs here on tiny settings.
 
 A REGISTRY entry is one of:
@@ -26,7 +26,7 @@ import sys
 from typing import Callable
 
 import pytest
-from doc_commands import ROOT, doc_commands
+from helpers_docs import ROOT, DocCommand, commands_in_text, doc_commands
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +199,24 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
     # ---- docs/vllm.md
     "python -m vllm.entrypoints.openai.api_server": Covered("tests/test_vllm_engine.py"),  # what VLLMServer runs
 }
+
+
+def test_extractor_reads_shell_blocks_continuations_and_inline_commands():
+    text = ("Run `make demo` or `FOO=1 python3 -m rlvr_jax.x --a`; not `pip list` or `python_path`.\n"
+            "```bash\n"
+            "# a comment line\n"
+            "python -m rlvr_jax.train --config=c.py \\\n"
+            "    --config.x=1   # trailing note\n"
+            "\n"
+            "echo '#not a comment'\n"
+            "```\n"
+            "```python\n"
+            "import rlvr_jax  # code, not a command\n"
+            "```\n")
+    assert commands_in_text(text, "X.md") == [
+        DocCommand("make demo", "X.md", 1), DocCommand("FOO=1 python -m rlvr_jax.x --a", "X.md", 1),
+        DocCommand("python -m rlvr_jax.train --config=c.py --config.x=1", "X.md", 4),
+        DocCommand("echo '#not a comment'", "X.md", 7)]
 
 
 def test_every_doc_command_is_registered():

@@ -65,8 +65,11 @@ def _block_commands(lines: list[str], first_line: int):
 
 
 def commands_in(path: pathlib.Path) -> list[DocCommand]:
-    rel = str(path.relative_to(ROOT))
-    out, lines = [], path.read_text().splitlines()
+    return commands_in_text(path.read_text(), str(path.relative_to(ROOT)))
+
+
+def commands_in_text(text: str, rel: str) -> list[DocCommand]:
+    out, lines = [], text.splitlines()
     i = 0
     while i < len(lines):
         m = _FENCE.match(lines[i])
