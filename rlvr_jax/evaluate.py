@@ -21,6 +21,7 @@ of them written under ``out``).
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import ml_collections
 
@@ -143,6 +144,8 @@ def cli() -> None:
     if "config" not in flags.FLAGS:
         config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "evaluator config file (configs/eval.py[:preset]); "
                                         "default: rlvr_jax/evaluation/cli_config.py", lock_config=True)
+    # --help lists the main module's key flags; for the rlvr-eval console script that is its wrapper file.
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
     app.run(main)
 
 

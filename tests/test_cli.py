@@ -62,6 +62,11 @@ def test_console_script_resolves_parses_and_prints_help(script):
     assert "Traceback" not in helped.stderr, helped.stderr[-3000:]
 
 
+def test_rlvr_eval_help_lists_the_config_flag():
+    helped = _run_script("rlvr-eval", "--help")
+    assert "--config: evaluator config file" in helped.stdout, helped.stdout[-2000:]
+
+
 def _parse(*args):
     """``--config`` parsed as rlvr-eval does (config_flags reads the overrides from ``sys.argv``)."""
     argv = ["rlvr-eval", *args]
@@ -107,6 +112,10 @@ def test_eval_config_maps_onto_the_runner_settings(tmp_path):
     ("ks", "1,two", "comma-separated list of integers"),
     ("ks", "1,32", r"outside \[1, n=16\]"),
     ("n", 0, "must be >= 1"),
+    ("temperature", -0.5, "must be >= 0"),
+    ("top_p", 0.0, r"must be in \(0, 1\]"),
+    ("max_new_tokens", 0, "must be >= 1"),
+    ("prompt_batch_size", 0, "must be >= 1"),
     ("grade_timeout_s", 0.0, "must be > 0"),
     ("datasets", " , ", "names no dataset"),
 ])

@@ -11,6 +11,7 @@ field) and :func:`to_eval_config` turns the sampling / grading fields into the r
 from __future__ import annotations
 
 import pathlib
+import re
 
 import ml_collections
 
@@ -91,10 +92,9 @@ def validate_eval_config(c: ml_collections.ConfigDict) -> None:
         raise ConfigError("ks", f"{c.ks!r} is not a comma-separated list of integers") from None
     try:
         to_eval_config(c)
-    except ValueError as e:  # EvalConfig's own checks (n, ks range, sampling params)
-        field = next((f for f in ("ks", "n", "prompt_batch_size", "temperature", "top_p", "top_k", "max_new_tokens")
-                      if f in str(e)), "n")
-        raise ConfigError(field, str(e)) from None
+    except ValueError as e:  # EvalConfig's / SamplingParams' own checks name "Class.field"
+        m = re.match(r"(?:EvalConfig|SamplingParams)\.(\w+)", str(e))
+        raise ConfigError(m.group(1) if m and m.group(1) in c else "config", str(e)) from None
 
 
 def to_eval_config(c: ml_collections.ConfigDict) -> EvalConfig:
