@@ -52,7 +52,7 @@ EXTRAS = {
 }
 
 # Every command-line module exposes `def cli() -> None` (absl flags + an ml_collections config);
-# tests/test_cli.py runs each of these with --help.
+# tests/test_cli.py runs each of these (--only_check_args, --helpfull).
 CONSOLE_SCRIPTS = [
     "rlvr-train=rlvr_jax.train:cli",
     "rlvr-eval=rlvr_jax.evaluate:cli",

@@ -170,7 +170,7 @@ class GraderPool:
     def _grade_with_workers(self, tasks, timeout_s):
         """Dispatches ``tasks`` one at a time to idle workers and collects one outcome per task.
 
-        One event loop on purpose (95 lines): dispatch, hard deadlines, worker deaths, start-up failures and
+        One event loop on purpose (about 100 lines): dispatch, hard deadlines, worker deaths, start-up failures and
         recycling all act on the same worker and item state between two ``multiprocessing.connection.wait``
         calls, and splitting it would pass that state through every helper."""
         soft = self._soft(timeout_s)
