@@ -51,6 +51,14 @@ EXTRAS = {
     "tpu": ["jax[tpu]"],
 }
 
+# Every command-line module exposes `def cli() -> None` (absl flags + an ml_collections config);
+# tests/test_cli.py runs each of these (--only_check_args, --helpfull).
+CONSOLE_SCRIPTS = [
+    "rlvr-train=rlvr_jax.train:cli",
+    "rlvr-eval=rlvr_jax.evaluate:cli",
+    "rlvr-demo=rlvr_jax.demo:cli",
+]
+
 setup(
     name="rlvr_jax",
     version="0.1.0",
@@ -59,5 +67,5 @@ setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["rlvr-train=rlvr_jax.train:run", "rlvr-eval=rlvr_jax.evaluate:run"]},
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -1,83 +1,34 @@
 r"""pass@k evaluation of a checkpoint (``python -m rlvr_jax.evaluate`` / ``rlvr-eval``).
 
-Example (the NSR paper's Qwen2.5-Math protocol on the three benchmarks)::
+Settings are an ml_collections config (:mod:`rlvr_jax.evaluation.cli_config`, also ``configs/eval.py``), every
+field overridable as ``--config.FIELD=value``; ``--config=configs/eval.py:PRESET`` starts from a sampling preset
+(``qwen25math``, ``qwen3``). Example (the NSR paper's Qwen2.5-Math protocol on the three benchmarks)::
 
-    python -m rlvr_jax.evaluate --checkpoint=checkpoints/Qwen2.5-Math-7B --preset_sampling=qwen25math \
-        --datasets=math_test,aime2025,amc23 --data_dir=../shared/data --engine=vllm --out=runs/eval/base
+    python -m rlvr_jax.evaluate --config=configs/eval.py:qwen25math \
+        --config.checkpoint=checkpoints/Qwen2.5-Math-7B --config.datasets=math_test,aime2025,amc23 \
+        --config.data_dir=../shared/data --config.engine=vllm --config.out=runs/eval/base
 
     # overlay earlier outputs (tables + one PNG):
-    python -m rlvr_jax.evaluate --compare=runs/eval/base,runs/eval/nsr --out=runs/eval/compare
+    python -m rlvr_jax.evaluate --config.compare=runs/eval/base,runs/eval/nsr --config.out=runs/eval/compare
 
 Writes per-sample records, pass@k CSV/Markdown tables, greedy accuracy, answer- and token-level entropy and
-a pass@k PNG (see :mod:`rlvr_jax.evaluation.runner`). Re-running with the same ``--out`` resumes.
-``--checkpoint`` is a Hugging Face directory (config.json + safetensors: the trainer's ``final_hf`` export, or
+a pass@k PNG (see :mod:`rlvr_jax.evaluation.runner`). Re-running with the same ``out`` resumes.
+``checkpoint`` is a Hugging Face directory (config.json + safetensors: the trainer's ``final_hf`` export, or
 any checkpoint written by ``rlvr_jax.models.save_hf``) or a training run's orbax checkpoint directory (its
-latest step's policy parameters; ``--tokenizer`` is then required, and ``--engine=vllm`` serves an HF export
-of them written under ``--out``).
+latest step's policy parameters; ``tokenizer`` is then required, and ``engine=vllm`` serves an HF export
+of them written under ``out``).
 """
 from __future__ import annotations
 
-import dataclasses
 import pathlib
+import sys
 
-from absl import app, flags, logging
+import ml_collections
 
-from rlvr_jax.evaluation.config import SAMPLING_PRESETS, EvalConfig, apply_preset
+from rlvr_jax.evaluation import cli_config
+from rlvr_jax.evaluation.cli_config import split_list, to_eval_config, validate_eval_config
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory (config.json + safetensors), or a "
-                    "training run's orbax checkpoint directory (<out_dir> or <out_dir>/checkpoints).")
-flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: --checkpoint).")
-flags.DEFINE_list("datasets", ["math500"], "Dataset names (math500, math_test, aime2024, aime2025, amc23, "
-                  "math_train, rg:<task>, humaneval, lcb, lcb:START:END) or .jsonl/.parquet paths.")
-flags.DEFINE_string("data_dir", None, "Folder with the benchmark files (default: $RLVR_DATA_DIR or ./data).")
-flags.DEFINE_integer("n", 16, "Samples per problem.")
-flags.DEFINE_list("ks", [], "k values for pass@k (default 1,2,4,...,n).")
-flags.DEFINE_float("temperature", 0.6, "Sampling temperature.")
-flags.DEFINE_float("top_p", 0.95, "Nucleus sampling p (1 disables).")
-flags.DEFINE_integer("top_k", -1, "Top-k sampling (<= 0 disables).")
-flags.DEFINE_integer("max_new_tokens", 3072, "Generation budget per response.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_enum("preset_sampling", None, sorted(SAMPLING_PRESETS),
-                  "Paper sampling defaults: qwen25math (n=256, T=0.6, top-p 0.95) or qwen3 (n=64, T=0.7, "
-                  "top-p 0.8, top-k 20). Flags given explicitly override the preset.")
-flags.DEFINE_enum("engine", "jax", ["jax", "vllm"], "Rollout engine.")
-flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_list("compare", [], "Earlier output directories to overlay (tables + PNG) into --out.")
-flags.DEFINE_integer("max_problems", 0, "Evaluate only the first N problems of each dataset (0 = all).")
-flags.DEFINE_string("template", "qwen_boxed", "Prompt template: qwen_boxed | qwen3_nothink | chat | plain; for "
-                    "code datasets qwen_code | qwen3_nothink_code.")
-flags.DEFINE_bool("greedy", True, "Also decode greedily once per problem (greedy accuracy).")
-flags.DEFINE_integer("prompt_batch_size", 8, "Problems per generate call.")
-flags.DEFINE_integer("grade_workers", None, "Grader processes (default min(4, cpus)).")
-flags.DEFINE_float("grade_timeout_s", 10.0, "Hard per-response grading timeout.")
-flags.DEFINE_bool("token_entropy", None, "Compute token-level entropy with the JAX model (default: on for "
-                  "--engine=jax, off for vllm, where it loads the model a second time).")
-flags.DEFINE_string("dtype", "bfloat16", "JAX compute dtype (jax engine and token entropy).")
-flags.DEFINE_integer("max_batch_size", 64, "JAX engine: most sequences per compiled generate call.")
-flags.DEFINE_bool("save_text", False, "Keep decoded responses in the records.")
-flags.DEFINE_integer("rg_size", 200, "Problems per Reasoning Gym dataset.")
-flags.DEFINE_integer("rg_seed", 0, "Reasoning Gym generator seed.")
-flags.DEFINE_bool("progress", True, "Show a progress bar with ETA.")
-
-_SAMPLING_FLAGS = ("n", "temperature", "top_p", "top_k")
-
-
-def config_from_flags() -> EvalConfig:
-    cfg = EvalConfig()
-    if FLAGS.preset_sampling:
-        cfg = apply_preset(cfg, FLAGS.preset_sampling)
-    overrides = {}
-    for name in _SAMPLING_FLAGS:
-        if not FLAGS.preset_sampling or FLAGS[name].present:
-            overrides[name] = FLAGS[name].value
-    overrides.update(
-        ks=tuple(int(k) for k in FLAGS.ks), max_new_tokens=FLAGS.max_new_tokens, seed=FLAGS.seed,
-        template=FLAGS.template, greedy=FLAGS.greedy, max_problems=FLAGS.max_problems,
-        prompt_batch_size=FLAGS.prompt_batch_size, grade_timeout_s=FLAGS.grade_timeout_s,
-        grade_workers=FLAGS.grade_workers, save_text=FLAGS.save_text,
-        policy=str(pathlib.Path(FLAGS.checkpoint).resolve()) if FLAGS.checkpoint else "", engine=FLAGS.engine)
-    return dataclasses.replace(cfg, **overrides)
+DEFAULT_CONFIG = cli_config.__file__  # --config's default: get_config() without a preset
 
 
 def load_policy(checkpoint: str, dtype: str):
@@ -94,78 +45,109 @@ def load_policy(checkpoint: str, dtype: str):
         model, cfg, step = load_policy_checkpoint(str(path), dtype=dtype)
         print(f"[evaluate] policy from orbax checkpoint step {step} in {path}", flush=True)
         return model, cfg
-    raise ValueError(f"--checkpoint={checkpoint!r} is neither a Hugging Face directory (config.json) nor a "
+    raise ValueError(f"checkpoint={checkpoint!r} is neither a Hugging Face directory (config.json) nor a "
                      f"training run's orbax checkpoint directory")
 
 
-def build_engine(kind: str, checkpoint: str, tokenizer, cfg: EvalConfig, model=None):
+def build_engine(c: ml_collections.ConfigDict, serve_dir: str, tokenizer, model=None):
+    """The rollout engine named by ``c.engine``: the JAX sampler on ``model`` or a vLLM server on ``serve_dir``."""
     from rlvr_jax.data.templates import stop_token_ids
     from rlvr_jax.rollout import make_engine
 
-    if kind == "jax":
+    if c.engine == "jax":
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return make_engine("jax", model=model, pad_id=int(pad), eos_token_ids=stop_token_ids(tokenizer),
-                           max_batch_size=FLAGS.max_batch_size, max_new_tokens_limit=cfg.max_new_tokens)
-    return make_engine("vllm", model_dir=checkpoint)
+                           max_batch_size=int(c.max_batch_size), max_new_tokens_limit=int(c.max_new_tokens))
+    return make_engine("vllm", model_dir=serve_dir)
 
 
-def main(argv):
-    del argv
-    if not FLAGS.out:
-        raise app.UsageError("--out is required")
-    if FLAGS.compare:
-        from rlvr_jax.evaluation.runner import compare
-
-        compare(FLAGS.compare, FLAGS.out)
-        logging.info("comparison written to %s", FLAGS.out)
-        if not FLAGS.checkpoint:
-            return
-    if not FLAGS.checkpoint:
-        raise app.UsageError("--checkpoint is required (or --compare alone)")
-    from transformers import AutoTokenizer
-
+def _load_datasets(c: ml_collections.ConfigDict, template: str) -> dict:
+    from rlvr_jax.config.validate import ConfigError
     from rlvr_jax.data import load_dataset
-    from rlvr_jax.evaluation.runner import evaluate, make_model_token_entropy_fn
-
-    cfg = config_from_flags()
-    tokenizer = AutoTokenizer.from_pretrained(FLAGS.tokenizer or FLAGS.checkpoint)
-    loaded = [load_dataset(name, FLAGS.data_dir, rg_size=FLAGS.rg_size, rg_seed=FLAGS.rg_seed)
-              for name in FLAGS.datasets]
-    datasets = {ds.name: ds for ds in loaded}  # registry names, rg:<task>, or a data file's stem
     from rlvr_jax.data.code import check_code_template
 
+    names = split_list(c.datasets)
     try:
-        check_code_template(FLAGS.datasets, cfg.template)
+        check_code_template(names, template)
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
+        raise ConfigError("template", str(e)) from None
+    loaded = [load_dataset(name, c.data_dir or None, rg_size=int(c.rg_size), rg_seed=int(c.rg_seed))
+              for name in names]
+    datasets = {ds.name: ds for ds in loaded}  # registry names, rg:<task>, or a data file's stem
     if len(datasets) != len(loaded):
-        raise app.UsageError(f"--datasets has repeated names: {[ds.name for ds in loaded]}")
-    want_entropy = FLAGS.token_entropy if FLAGS.token_entropy is not None else FLAGS.engine == "jax"
-    is_hf = (pathlib.Path(FLAGS.checkpoint) / "config.json").exists()
+        raise ConfigError("datasets", f"has repeated names: {[ds.name for ds in loaded]}")
+    return datasets
+
+
+def run(c: ml_collections.ConfigDict) -> dict:
+    """Evaluates (and/or compares) as ``c`` says; returns ``{dataset: summary}`` (empty for a comparison only)."""
+    validate_eval_config(c)
+    if split_list(c.compare):
+        from rlvr_jax.evaluation.runner import compare
+
+        compare(split_list(c.compare), c.out)
+        print(f"[evaluate] comparison written to {c.out}", flush=True)
+        if not c.checkpoint:
+            return {}
+    from transformers import AutoTokenizer
+
+    from rlvr_jax.evaluation.runner import evaluate, make_model_token_entropy_fn
+
+    cfg = to_eval_config(c)
+    tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.checkpoint)
+    datasets = _load_datasets(c, cfg.template)
+    want_entropy = c.engine == "jax" if c.token_entropy == "auto" else c.token_entropy == "on"
+    is_hf = (pathlib.Path(c.checkpoint) / "config.json").exists()
     model = None
-    if FLAGS.engine == "jax" or want_entropy or not is_hf:
-        model = load_policy(FLAGS.checkpoint, FLAGS.dtype)[0]
-    serve_dir = FLAGS.checkpoint
-    if FLAGS.engine == "vllm" and not is_hf:  # vLLM reads HF directories: export the restored policy once
+    if c.engine == "jax" or want_entropy or not is_hf:
+        model = load_policy(c.checkpoint, c.dtype)[0]
+    serve_dir = c.checkpoint
+    if c.engine == "vllm" and not is_hf:  # vLLM reads HF directories: export the restored policy once
         from rlvr_jax.models import save_hf
 
-        serve_dir = str(pathlib.Path(FLAGS.out) / "policy_hf")
-        save_hf(model, serve_dir, source_dir=FLAGS.tokenizer)
+        serve_dir = str(pathlib.Path(c.out) / "policy_hf")
+        save_hf(model, serve_dir, source_dir=c.tokenizer or None)
     entropy_fn = None
     if want_entropy:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         entropy_fn = make_model_token_entropy_fn(model, pad_id=int(pad))
-    with build_engine(FLAGS.engine, serve_dir, tokenizer, cfg, model) as engine:
-        summaries = evaluate(engine, tokenizer, datasets, cfg, FLAGS.out, entropy_fn, progress=FLAGS.progress,
-                             label=pathlib.Path(FLAGS.out).name)
+    with build_engine(c, serve_dir, tokenizer, model) as engine:
+        summaries = evaluate(engine, tokenizer, datasets, cfg, c.out, entropy_fn, progress=bool(c.progress),
+                             label=pathlib.Path(c.out).name)
     for name, s in summaries.items():
-        logging.info("%s: %s", name, {k: round(v, 4) for k, v in s["pass_at_k"].items()})
-    logging.info("results written to %s", FLAGS.out)
+        print(f"[evaluate] {name}: {({k: round(v, 4) for k, v in s['pass_at_k'].items()})}", flush=True)
+    print(f"[evaluate] results written to {c.out}", flush=True)
+    return summaries
 
 
-def run():
+def main(argv) -> None:
+    from absl import app, flags
+
+    from rlvr_jax.config.validate import ConfigError
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; settings are --config.FIELD=value")
+    try:
+        run(flags.FLAGS.config)
+    except ConfigError as e:
+        raise app.UsageError(str(e)) from None
+
+
+def cli() -> None:
+    """The ``rlvr-eval`` console script and ``python -m rlvr_jax.evaluate``."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    from rlvr_jax.config.overrides import exit_on_unknown_overrides
+
+    exit_on_unknown_overrides(default=DEFAULT_CONFIG)  # a misspelled --config.x names the valid fields
+    if "config" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "evaluator config file (configs/eval.py[:preset]); "
+                                        "default: rlvr_jax/evaluation/cli_config.py", lock_config=True)
+    # --help lists the main module's key flags; for the rlvr-eval console script that is its wrapper file.
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
     app.run(main)
 
 
 if __name__ == "__main__":
-    run()
+    cli()

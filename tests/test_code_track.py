@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from helpers_code import (HALF_OK_OTHER_FORMAT, SUM_OK, SUM_WRONG_ON_TEST1, TWO_SUM_OK, fenced,
                           write_lcb_fixture)
-from helpers_tokenizer import make_test_tokenizer
 
 from rlvr_jax.data import load_dataset
 from rlvr_jax.evaluation import EvalConfig, evaluate, read_records
@@ -23,10 +22,10 @@ KEYS = {"Print the sum": "abc001_a", "Print N / 2": "abc002_b", "Return indices"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("code_track")
-    write_lcb_fixture(root / "data")
-    return {"data": root / "data", "tok_dir": root / "tok", "tok": make_test_tokenizer(root / "tok")}
+def code_env(env):
+    """The conftest's tiny environment with the LCB-format fixture (helpers_code) added to its data folder."""
+    write_lcb_fixture(env["data"])
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +35,17 @@ def pool():
 
 
 @pytest.mark.slow
-def test_evaluate_tiny_model_on_humaneval_and_lcb_fixture(env, pool, tmp_path):
+def test_evaluate_tiny_model_on_humaneval_and_lcb_fixture(code_env, pool, tmp_path):
     from flax import nnx
 
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.rollout import make_engine
 
-    tok = env["tok"]
+    tok = code_env["tok"]
     model = Decoder(get_preset("tiny-qwen3"), rngs=nnx.Rngs(0))
     engine = make_engine("jax", model=model, pad_id=int(tok.pad_token_id), eos_token_ids=(258, 256),
                          max_batch_size=8, max_new_tokens_limit=8)
-    datasets = {"humaneval": load_dataset("humaneval").take(1), "lcb": load_dataset("lcb", env["data"])}
+    datasets = {"humaneval": load_dataset("humaneval").take(1), "lcb": load_dataset("lcb", code_env["data"])}
     cfg = EvalConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, template="qwen_code", greedy=False,
                      prompt_batch_size=4, grade_workers=1)
     summary = evaluate(engine, tok, datasets, cfg, tmp_path / "eval", pool=pool, progress=False)
@@ -88,11 +87,11 @@ class CodeEngine(RolloutEngine):
         return 0.0
 
 
-def test_evaluate_scripted_code_responses_matches_hand_computed_pass_at_k(env, pool, tmp_path):
+def test_evaluate_scripted_code_responses_matches_hand_computed_pass_at_k(code_env, pool, tmp_path):
     cfg = EvalConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=512, template="qwen_code", greedy=True,
                      prompt_batch_size=2, grade_workers=1, save_text=True)
-    s = evaluate(CodeEngine(env["tok"]), env["tok"], [load_dataset("lcb", env["data"])], cfg, tmp_path / "e",
-                 pool=pool, progress=False)["lcb"]
+    s = evaluate(CodeEngine(code_env["tok"]), code_env["tok"], [load_dataset("lcb", code_env["data"])], cfg,
+                 tmp_path / "e", pool=pool, progress=False)["lcb"]
     # correct counts per problem c = 2, 1, 0 of n = 4; pass@k = mean of 1 - C(n-c, k) / C(n, k)
     assert s["pass_at_k"]["1"] == pytest.approx((2 / 4 + 1 / 4 + 0) / 3)
     assert s["pass_at_k"]["2"] == pytest.approx(((1 - 1 / 6) + (1 - 3 / 6) + 0) / 3)
@@ -106,17 +105,17 @@ def test_evaluate_scripted_code_responses_matches_hand_computed_pass_at_k(env, p
 
 
 @pytest.mark.slow
-def test_one_training_step_on_code(env, tmp_path, monkeypatch):
+def test_one_training_step_on_code(code_env, tmp_path, monkeypatch):
     from rlvr_jax.config.presets import experiment
     from rlvr_jax.train import run
 
     c = experiment("grpo", "tiny")
     c.data.train = "lcb"
-    c.data.data_dir = str(env["data"])
+    c.data.data_dir = str(code_env["data"])
     c.data.template = "qwen_code"
     c.data.max_prompt_len = 768
     c.data.grade_workers = 1
-    c.model.tokenizer_path = str(env["tok_dir"])
+    c.model.tokenizer_path = str(code_env["tok_dir"])
     c.logging.out_dir = str(tmp_path / "run")
     c.logging.progress = False
     c.logging.eval_every = 0
@@ -140,7 +139,7 @@ def test_one_training_step_on_code(env, tmp_path, monkeypatch):
         return graded
 
     monkeypatch.setattr(GraderPool, "grade_problems", scripted)
-    res = run(c, tokenizer=env["tok"])
+    res = run(c, tokenizer=code_env["tok"])
     assert res.steps_done == 1
     m = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert seen == ["correct", "incorrect", "no_answer", "no_answer"] * 2

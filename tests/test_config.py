@@ -11,7 +11,8 @@ from rlvr_jax.config import ConfigError, get_base_config, resolve_batching, reso
 from rlvr_jax.config.presets import ALGORITHMS, experiment, set_algorithm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+# configs/eval.py is the evaluator's config (rlvr_jax/evaluation/cli_config.py, tests/test_cli.py); the rest train.
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if os.path.basename(p) != "eval.py")
 
 
 def load(path, arg=None):
@@ -195,3 +196,21 @@ def test_preset_is_the_only_source_of_an_algorithms_settings():
         fresh = experiment(algo, "tiny").algo
         reused = set_algorithm(set_algorithm(get_base_config(), "ppo" if algo != "ppo" else "dapo"), algo).algo
         assert fresh.to_dict() == reused.to_dict(), algo
+
+
+def test_validation_vocabularies_are_the_shared_constants_and_no_unused_field():
+    """validate.py imports the lists it checks against from their homes (no copies to drift apart), and the
+    held-out evaluation datasets have one field (logging.eval_datasets; the unread data.eval is gone)."""
+    from rlvr_jax.config import validate
+    from rlvr_jax.models import config as model_config
+    from rlvr_jax.rewards.result import REWARD_FORMATS
+    from rlvr_jax.rollout import ENGINES
+
+    assert validate.DTYPES is model_config.DTYPES
+    assert validate.DECODE_ATTENTION_IMPLS is model_config.DECODE_ATTENTION_IMPLS
+    assert validate.REWARD_FORMATS is REWARD_FORMATS and validate.ENGINES is ENGINES
+    assert "eval" not in get_base_config().data and tuple(get_base_config().logging.eval_datasets) == ("math500",)
+    c = experiment("nsr", "tiny")
+    c.rollout.jax.scheduler = "dynamic"
+    with pytest.raises(ConfigError, match=r"rollout.jax.scheduler.*not in \('static', 'continuous'\)"):
+        validate_config(c, check_files=False)

@@ -1,11 +1,9 @@
-"""The evaluator: metrics against hand-computed references with a scripted engine, resume, compare, CLI end to
-end on a tiny random model with the JAX engine."""
+"""The evaluator: metrics against hand-computed references with a scripted engine, resume, compare. The command
+line end to end (the README's evaluation on a tiny random model with the JAX engine) is in
+tests/test_doc_commands.py (check_tiny_eval); its config in tests/test_cli.py."""
 import csv
 import json
 import math
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -180,19 +178,6 @@ def test_config_defaults_and_presets():
         EvalConfig(n=4, ks=(1, 8))
 
 
-def _make_tiny_checkpoint(directory: pathlib.Path) -> pathlib.Path:
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
-                      tie_word_embeddings=True)
-    Qwen3ForCausalLM(cfg).save_pretrained(directory, safe_serialization=True)
-    make_test_tokenizer(directory)
-    return directory
-
-
 def test_model_token_entropy_fn_matches_full_softmax():
     import jax
     import jax.numpy as jnp
@@ -211,29 +196,3 @@ def test_model_token_entropy_fn_matches_full_softmax():
         ref = -(jnp.exp(logp) * logp).sum(-1)[len(p) - 1:len(p) - 1 + len(c)]
         assert e.shape == (len(c),)
         np.testing.assert_allclose(e, np.asarray(ref), rtol=2e-4, atol=2e-4)
-
-
-@pytest.mark.slow
-def test_cli_end_to_end_tiny_model_jax_engine(tmp_path):
-    ckpt = _make_tiny_checkpoint(tmp_path / "ckpt")
-    data = tmp_path / "toy.jsonl"
-    data.write_text("\n".join(json.dumps({"id": f"t{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)})
-                              for i in range(3)) + "\n")
-    out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "rlvr_jax.evaluate", f"--checkpoint={ckpt}", f"--datasets={data}", "--n=2",
-           "--max_new_tokens=8", "--engine=jax", f"--out={out}", "--temperature=1.0", "--top_p=1.0",
-           "--dtype=float32", "--grade_workers=1", "--prompt_batch_size=4", "--max_batch_size=8", "--noprogress",
-           "--nogreedy"]  # greedy decoding is covered by the scripted-engine tests; one compile less here
-    env = {"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())["toy"]
-    assert summary["num_problems"] == 3 and summary["n"] == 2
-    recs = read_records(out / "toy" / "samples.jsonl")
-    assert len(recs) == 6 and all(1 <= r.length <= 8 for r in recs)
-    # A random model answers nothing: every sample is no_answer or incorrect, so pass@k is 0.
-    assert summary["pass_at_k"] == {"1": 0.0, "2": 0.0}
-    # Raw-distribution entropy of a random 512-token model is close to log(512) and at most log(512).
-    assert 0.5 * math.log(512) < summary["token_entropy"] <= math.log(512) + 1e-4
-    assert summary["greedy_accuracy"] is None
-    assert (out / "pass_at_k.png").exists() and (out / "pass_at_k.csv").exists()

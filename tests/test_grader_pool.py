@@ -8,7 +8,7 @@ import pytest
 
 from rlvr_jax.data import Problem
 from rlvr_jax.rewards import STATUSES, GraderPool, grade_math
-from rlvr_jax.rewards.reasoning_gym import load_reasoning_gym
+from rlvr_jax.data.reasoning_gym import load_reasoning_gym
 
 # sympy tries to evaluate this power tower for ever (found by experiment: > 20 s without a timeout).
 HANG = "\\boxed{9^{9^{9^{9}}}}"

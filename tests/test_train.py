@@ -9,30 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers_tokenizer import make_test_tokenizer  # noqa: E402
-
-from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard  # noqa: E402
-from rlvr_jax.config.presets import experiment  # noqa: E402
-from rlvr_jax.train import minibatch_rows, run  # noqa: E402
-
-PROBLEMS = [("What is 1+1?", "2"), ("What is 2+2?", "4"), ("3*3?", "9"), ("10-7?", "3"),
-            ("Half of 8?", "4"), ("5+5?", "10"), ("2^3?", "8"), ("7-7?", "0")]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_env")
-    data = root / "data"
-    data.mkdir()
-    for name in ("math_train", "math500"):
-        with open(data / f"{name}.jsonl", "w") as f:
-            for i, (p, a) in enumerate(PROBLEMS):
-                f.write(json.dumps({"id": f"{name}-{i}", "problem": p, "answer": a}) + "\n")
-    tok_dir = root / "tok"
-    tok = make_test_tokenizer(tok_dir)
-    return {"root": root, "data": str(data), "tok_dir": str(tok_dir), "tok": tok}
-
+from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
+from rlvr_jax.config.presets import experiment
+from rlvr_jax.train import minibatch_rows, run
 
 def tiny(env, algo, out, **kw):
     c = experiment(algo, "tiny")

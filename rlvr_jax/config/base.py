@@ -42,7 +42,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         data_dir="../shared/data",
         train="math_train",
-        eval=("math500",),
         template="qwen_boxed",  # rlvr_jax.data.templates name
         max_prompt_len=1024,    # prompts longer than this (in tokens) are dropped and counted
         reward_format="pm1",    # pm1: {-1,+1} (the paper); 01: {0,1}

@@ -59,12 +59,13 @@ def check_name(cfg: ml_collections.ConfigDict, dotted: str) -> None:
         node = node[part]
 
 
-def check_override_names(argv: Sequence[str], flag: str = "config") -> None:
-    """Checks every ``--<flag>.a.b`` of ``argv`` against the config file given by ``--<flag>=...``."""
+def check_override_names(argv: Sequence[str], flag: str = "config", default: str | None = None) -> None:
+    """Checks every ``--<flag>.a.b`` of ``argv`` against the config file given by ``--<flag>=...`` (else the
+    flag's ``default`` file, when it has one)."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), None)
     if spec is None:
         i = next((j for j, a in enumerate(argv) if a == f"--{flag}"), None)
-        spec = argv[i + 1] if i is not None and i + 1 < len(argv) else None
+        spec = argv[i + 1] if i is not None and i + 1 < len(argv) else default
     names = _override_names(argv, flag)
     if spec is None or not names:
         return
@@ -76,10 +77,11 @@ def check_override_names(argv: Sequence[str], flag: str = "config") -> None:
         check_name(cfg, name)
 
 
-def exit_on_unknown_overrides(argv: Sequence[str] | None = None, flag: str = "config") -> None:
+def exit_on_unknown_overrides(argv: Sequence[str] | None = None, flag: str = "config",
+                              default: str | None = None) -> None:
     """:func:`check_override_names` for a command-line entry point: prints the error and exits with status 2."""
     try:
-        check_override_names(sys.argv if argv is None else argv, flag)
+        check_override_names(sys.argv if argv is None else argv, flag, default)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

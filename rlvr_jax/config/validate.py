@@ -8,15 +8,16 @@ from typing import Any
 
 import ml_collections
 
+from rlvr_jax.models.config import ATTENTION_IMPLS, DECODE_ATTENTION_IMPLS, DTYPES
 from rlvr_jax.objectives.types import AGG_MODES as LOSS_AGG_MODES
 from rlvr_jax.objectives.types import FORMS, KL_ESTIMATORS
+from rlvr_jax.rewards.result import REWARD_FORMATS
+from rlvr_jax.rollout import ENGINES
 
+# The vocabularies below have no other home: the config is where they are chosen (update_plan.py reads
+# algo.adv_estimator, learner.py optim.schedule).
 ADV_ESTIMATORS = ("correctness", "raw", "grpo", "gae")
-ENGINES = ("jax", "vllm")
-DTYPES = ("float32", "bfloat16", "float16")
-DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # rlvr_jax.models.config.DECODE_ATTENTION_IMPLS
 SCHEDULES = ("constant", "cosine")
-REWARD_FORMATS = ("pm1", "01")
 
 
 class ConfigError(ValueError):
@@ -166,22 +167,13 @@ def _validate_algorithm_fidelity(cfg: ml_collections.ConfigDict) -> None:
                f"unknown built-in tokenizer {m.tokenizer_path!r}; valid: {', '.join(BUILTIN_TOKENIZERS)}")
 
 
-def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
-                    num_devices: int | None = None) -> Batching:
-    """Checks ``cfg`` and returns its :class:`Batching`.
-
-    ``check_files``: also require the model / data / checkpoint files to exist.
-    ``num_devices``: when given, the mesh must fit it and the micro-batch must split over its data axes.
-    """
-    m, d, r, a, o, t, ck, lg = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.train,
-                                cfg.checkpoint, cfg.logging)
-    # model
+def _validate_model(m: ml_collections.ConfigDict) -> None:
     _check(bool(m.hf_path) != bool(m.preset), "model.hf_path",
            f"set exactly one of model.hf_path ({m.hf_path!r}) and model.preset ({m.preset!r})")
     _check(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} not in {DTYPES}")
     _check(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} not in {DTYPES}")
-    _check(m.attention_impl in ("xla", "cudnn"), "model.attention_impl",
-           f"{m.attention_impl!r} not in ('xla', 'cudnn')")
+    impls = tuple(i for i in ATTENTION_IMPLS if i is not None)  # None is ModelConfig's "use the default"
+    _check(m.attention_impl in impls, "model.attention_impl", f"{m.attention_impl!r} not in {impls}")
     _check(m.decode_attention_impl in DECODE_ATTENTION_IMPLS, "model.decode_attention_impl",
            f"{m.decode_attention_impl!r} not in {DECODE_ATTENTION_IMPLS}")
     _check(int(m.logprob_chunk_size) >= 1, "model.logprob_chunk_size", f"must be >= 1, got {m.logprob_chunk_size}")
@@ -193,7 +185,10 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
             get_preset(m.preset)
         except (KeyError, ValueError) as e:
             raise ConfigError("model.preset", f"unknown preset {m.preset!r} ({e})") from None
-    # algorithm
+
+
+def _validate_algorithm(cfg: ml_collections.ConfigDict) -> None:
+    a = cfg.algo
     _check(_objective_known(a.name), "algo.name", _unknown_algorithm(a.name))
     _check(a.lam >= 0, "algo.lam", f"lambda must be >= 0, got {a.lam}")
     _check(0 <= a.clip_eps_low < 1, "algo.clip_eps_low", f"must be in [0, 1), got {a.clip_eps_low}")
@@ -213,15 +208,18 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(0 <= a.gamma <= 1, "algo.gamma", f"must be in [0, 1], got {a.gamma}")
     _check(0 <= a.gae_lambda <= 1, "algo.gae_lambda", f"must be in [0, 1], got {a.gae_lambda}")
     _check(a.value_clip >= 0, "algo.value_clip", f"must be >= 0 (0 = unclipped value loss), got {a.value_clip}")
-    # rollout
+
+
+def _validate_rollout_and_data(cfg: ml_collections.ConfigDict) -> None:
+    r, a, d = cfg.rollout, cfg.algo, cfg.data
     _check(r.engine in ENGINES, "rollout.engine", f"{r.engine!r} not in {ENGINES}")
     _check(r.n >= 1, "rollout.n", f"must be >= 1, got {r.n}")
     _check(r.temperature > 0, "rollout.temperature", f"training samples need temperature > 0, got {r.temperature}")
     _check(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     _check(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
     if r.get("jax") is not None:  # the in-process sampler's scheduler (rlvr_jax.rollout.continuous)
-        _check(r.jax.scheduler in ("static", "continuous"), "rollout.jax.scheduler",
-               f"{r.jax.scheduler!r} not in ('static', 'continuous')")
+        from rlvr_jax.rollout.jax_sampler import SCHEDULERS
+        _check(r.jax.scheduler in SCHEDULERS, "rollout.jax.scheduler", f"{r.jax.scheduler!r} not in {SCHEDULERS}")
         _check(int(r.jax.decode_steps) >= 1, "rollout.jax.decode_steps", f"must be >= 1, got {r.jax.decode_steps}")
         _check(int(r.jax.refill_rows) >= 0, "rollout.jax.refill_rows",
                f"must be >= 0 (0 = an eighth of the slots), got {r.jax.refill_rows}")
@@ -229,11 +227,15 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
            f"group-normalised advantages need rollout.n >= 2, got {r.n}")
     # data
     _check(d.max_prompt_len >= 1, "data.max_prompt_len", f"must be >= 1, got {d.max_prompt_len}")
-    _check(d.reward_format in REWARD_FORMATS, "data.reward_format", f"{d.reward_format!r} not in {REWARD_FORMATS}")
+    _check(d.reward_format in REWARD_FORMATS, "data.reward_format",
+           f"{d.reward_format!r} not in {tuple(REWARD_FORMATS)}")
     from rlvr_jax.data.code import CODE_TEMPLATES, is_code_dataset
     _check(not is_code_dataset(d.train) or d.template in CODE_TEMPLATES, "data.template",
            f"{d.template!r} asks for a boxed answer; code dataset {d.train!r} needs one of {CODE_TEMPLATES}")
-    # optimizer
+
+
+def _validate_optim_train_logging(cfg: ml_collections.ConfigDict) -> Batching:
+    o, t, ck, lg = cfg.optim, cfg.train, cfg.checkpoint, cfg.logging
     _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _check(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1", f"betas must be in [0, 1), got ({o.b1}, {o.b2})")
@@ -257,6 +259,40 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     _check(lg.every >= 1, "logging.every", f"must be >= 1, got {lg.every}")
     _check(lg.eval_every >= 0, "logging.eval_every", f"must be >= 0, got {lg.eval_every}")
     _check(lg.eval_n >= 1, "logging.eval_n", f"must be >= 1, got {lg.eval_n}")
+    return batching
+
+
+def _validate_files(cfg: ml_collections.ConfigDict) -> None:
+    """The model / data / checkpoint files the config names exist."""
+    m, d, ck, lg = cfg.model, cfg.data, cfg.checkpoint, cfg.logging
+    if m.hf_path:
+        _check(os.path.isfile(os.path.join(m.hf_path, "config.json")), "model.hf_path",
+               f"no config.json in {m.hf_path!r}")
+    if m.tokenizer_path and not m.tokenizer_path.startswith("builtin:"):  # builtin:* is built offline
+        _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
+    if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
+        _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")
+    missing = _dataset_file_missing(d.data_dir, d.train)
+    _check(missing is None, "data.train", str(missing))
+    for name in tuple(lg.eval_datasets) if lg.eval_every > 0 else ():
+        missing = _dataset_file_missing(d.data_dir, name)
+        _check(missing is None, "logging.eval_datasets", str(missing))
+    if ck.init_from:
+        _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")
+
+
+def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
+                    num_devices: int | None = None) -> Batching:
+    """Checks ``cfg`` and returns its :class:`Batching`.
+
+    ``check_files``: also require the model / data / checkpoint files to exist.
+    ``num_devices``: when given, the mesh must fit it and the micro-batch must split over its data axes.
+    """
+    _validate_model(cfg.model)
+    _validate_algorithm(cfg)
+    _validate_rollout_and_data(cfg)
+    batching = _validate_optim_train_logging(cfg)
+    t = cfg.train
     # mesh
     from rlvr_jax.sharding import config_rules
     try:
@@ -271,22 +307,8 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
         _check(t.micro_batch_size % dp == 0, "train.micro_batch_size",
                f"{t.micro_batch_size} is not divisible by the data-parallel size {'*'.join(row_axes) or 1}={dp} "
                f"(the mesh axes of the 'batch' sharding rule) of mesh {shape}")
-    # files
     if check_files:
-        if m.hf_path:
-            _check(os.path.isfile(os.path.join(m.hf_path, "config.json")), "model.hf_path",
-                   f"no config.json in {m.hf_path!r}")
-        if m.tokenizer_path and not m.tokenizer_path.startswith("builtin:"):  # builtin:* is built offline
-            _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
-        if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
-            _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")
-        missing = _dataset_file_missing(d.data_dir, d.train)
-        _check(missing is None, "data.train", str(missing))
-        for name in tuple(lg.eval_datasets) if lg.eval_every > 0 else ():
-            missing = _dataset_file_missing(d.data_dir, name)
-            _check(missing is None, "logging.eval_datasets", str(missing))
-        if ck.init_from:
-            _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")
+        _validate_files(cfg)
     # reliability checks: values that would fail after start-up, writable output dirs (rlvr_jax/config/checks.py)
     from rlvr_jax.config import checks
     checks.check_values(cfg)

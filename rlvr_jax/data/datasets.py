@@ -239,7 +239,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, dedupe
     only if the ``datasets`` library is importable, else a ``FileNotFoundError`` names the expected file.
     """
     if name.startswith(RG_PREFIX):
-        from rlvr_jax.rewards.reasoning_gym import load_reasoning_gym
+        from rlvr_jax.data.reasoning_gym import load_reasoning_gym
 
         return load_reasoning_gym(name[len(RG_PREFIX):], size=rg_size, seed=rg_seed, **(rg_kwargs or {}))
     from rlvr_jax.data.code import is_code_dataset, load_code_dataset

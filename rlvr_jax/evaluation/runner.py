@@ -83,7 +83,7 @@ def _check_resume(out_dir: pathlib.Path, cfg: EvalConfig) -> None:
         mismatched = {k: (saved.get(k), v) for k, v in cfg.resume_fingerprint().items() if saved.get(k) != v}
         if mismatched:
             raise ValueError(f"{out_dir} holds samples made with different settings {mismatched} (saved, now); "
-                             f"use another --out or the same settings to resume")
+                             f"use another out directory (--config.out) or the same settings to resume")
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg.to_dict(), indent=2))
 

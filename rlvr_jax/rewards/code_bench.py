@@ -124,5 +124,10 @@ def main(argv=None):
                   f"{args.workers} worker(s): {r['programs_per_s_per_worker']:.2f} programs/s/worker")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m rlvr_jax.rewards.code_bench`` (a measurement script: argparse flags, no config)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -22,10 +22,10 @@ live for a whole run (the trainer grades every step): create it once, call :meth
 :meth:`GraderPool.grade_problems` as often as needed, and :meth:`close` it (or use ``with``).
 ``num_workers=0`` grades in the calling process (soft timeout only, main thread only): for debugging.
 
-Scripts that create a pool must guard their entry point with ``if __name__ == "__main__":`` (spawn and
-forkserver re-import the main module). A script read from stdin (``python -``) or an interactive session has
-no main file to re-import: multiprocessing would look for a file named ``<stdin>`` and every worker would die
-at start-up, so the pool starts its workers without the main module in that case (``worker_handle.no_main_file``).
+Workers start without re-importing the main module (``worker_handle.no_main_module``): spawn and forkserver
+would otherwise re-run it in every worker, which kills them when the script was read from stdin
+(``python -``: there is no file ``<stdin>``) or grades at import time without an ``if __name__ == "__main__":``
+guard. Both work. Workers that still die before reporting ready raise an error naming what to check.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from typing import Sequence
 from rlvr_jax.rewards.extract import extract_answer
 from rlvr_jax.rewards.result import GradeResult, reward_value
 from rlvr_jax.rewards.worker_handle import WorkerHandle as _Worker
+from rlvr_jax.rewards.worker_handle import startup_failure_message
 
 _WORKER_MODULE = "rlvr_jax.rewards.worker"
 
@@ -167,6 +168,11 @@ class GraderPool:
         return out
 
     def _grade_with_workers(self, tasks, timeout_s):
+        """Dispatches ``tasks`` one at a time to idle workers and collects one outcome per task.
+
+        One event loop on purpose (about 100 lines): dispatch, hard deadlines, worker deaths, start-up failures and
+        recycling all act on the same worker and item state between two ``multiprocessing.connection.wait``
+        calls, and splitting it would pass that state through every helper."""
         soft = self._soft(timeout_s)
         results: list[tuple | None] = [None] * len(tasks)
         queue = collections.deque(range(len(tasks)))
@@ -221,6 +227,7 @@ class GraderPool:
                     if w.process.is_alive() and w.process.sentinel not in ready:
                         continue
                     # The worker died.
+                    w.process.join(timeout=1)
                     code = w.process.exitcode
                     self.stats.worker_deaths += 1
                     if w.item is not None:
@@ -231,7 +238,7 @@ class GraderPool:
                     elif not w.ready:
                         failed_starts += 1
                         if failed_starts > 3 * max(1, self.num_workers):
-                            raise RuntimeError(f"grader workers keep dying at start-up (last exit code {code})")
+                            raise RuntimeError(startup_failure_message(code))
                     self._replace(w)
                     continue
                 if not w.ready:

@@ -1,9 +1,10 @@
-r"""Reasoning Gym tasks (the out-of-domain track): procedurally generated problems scored by the task itself.
+r"""Grading Reasoning Gym responses (the out-of-domain track): each task scores its own answers.
 
-``load_reasoning_gym(task, size, seed)`` builds ``reasoning_gym.create_dataset(task, size=size, seed=seed)``
-(no download) as a :class:`rlvr_jax.data.Dataset` of ``Problem(task="rg:<task>")``; each problem keeps its
-generator entry in ``metadata["entry"]`` because many tasks accept several answers (e.g. countdown accepts
-any expression reaching the target) and the task's ``score_answer(answer, entry)`` needs it.
+The problems come from :func:`rlvr_jax.data.reasoning_gym.load_reasoning_gym` (``Problem(task="rg:<task>")``
+with the generator entry in ``metadata["entry"]``, which the task's ``score_answer(answer, entry)`` needs because
+many tasks accept several answers, e.g. countdown accepts any expression reaching the target). Grading
+imports nothing from ``rlvr_jax.data`` (data -> rewards is the only direction; ``rewards/code_bench.py``, a
+benchmark script on top of both, is the exception).
 
 Grading: the answer is the last ``\boxed{}`` (the prompt templates ask for one), else the last
 ``<answer>...</answer>`` (Reasoning Gym's native format), else the math fallbacks; the task scores it in
@@ -30,29 +31,6 @@ def _answer_tags(response: str) -> list[str]:
             return tags  # no closing tag after this opening one, so none after any later one either
         tags.append(response[start + 8:end])
         pos = end + 9
-
-
-def load_reasoning_gym(task: str, size: int = 1000, seed: int = 0, **kwargs):
-    """The Reasoning Gym dataset ``task`` as a :class:`rlvr_jax.data.Dataset` named ``rg:<task>``."""
-    import reasoning_gym
-    from reasoning_gym.factory import DATASETS
-
-    from rlvr_jax.data.datasets import Dataset, Problem
-
-    if task not in DATASETS:
-        raise ValueError(f"unknown Reasoning Gym task {task!r}; known tasks include "
-                         f"{', '.join(sorted(DATASETS)[:12])}, ... ({len(DATASETS)} in all)")
-    if size < 1:
-        raise ValueError(f"Reasoning Gym dataset size must be >= 1, got {size}")
-    ds = reasoning_gym.create_dataset(task, size=size, seed=seed, **kwargs)
-    name = f"rg:{task}"
-    problems = []
-    for i, entry in enumerate(ds):
-        answer = entry.get("answer")
-        problems.append(Problem(id=f"{name}-{seed}-{i}", problem=str(entry["question"]),
-                                answer="" if answer is None else str(answer), source=name, task=name,
-                                metadata={"entry": entry}))
-    return Dataset(name=name, problems=problems, path=f"reasoning_gym:{task}?size={size}&seed={seed}")
 
 
 @functools.lru_cache(maxsize=None)

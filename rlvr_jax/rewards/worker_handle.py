@@ -2,26 +2,40 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 
 
 @contextlib.contextmanager
-def no_main_file():
-    """Hides ``__main__.__file__`` while a worker starts when it names no file (``python -`` gives
-    ``'<stdin>'``): spawn/forkserver children would otherwise try to run that path and die with
-    FileNotFoundError. The workers need nothing from the main module (their target is worker.worker_main)."""
+def no_main_module():
+    """Starts workers without re-importing the main module. spawn / forkserver children re-run the parent's
+    ``__main__`` (a script by its ``__file__``, ``python -m`` by its ``__spec__`` name) before their target; the
+    grading workers need nothing from it (their target is ``worker.worker_main``), and re-running it breaks in
+    two common cases: a script read from stdin (``python -``: ``__file__`` is ``'<stdin>'``, no such file, every
+    child dies with FileNotFoundError) and a script that grades at import time without an
+    ``if __name__ == "__main__":`` guard (every child would start a pool of its own and die). So both
+    attributes are hidden while a worker starts (and it skips importing the script's own imports)."""
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path is None or os.path.isfile(path):
-        yield
-        return
-    del main.__file__
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    for k in saved:
+        if k == "__file__":
+            del main.__file__
+        else:
+            main.__spec__ = None
     try:
         yield
     finally:
-        main.__file__ = path
+        for k, v in saved.items():
+            setattr(main, k, v)
+
+
+def startup_failure_message(code) -> str:
+    """The error for workers that die before reporting ready, with what to look at."""
+    return (f"grader workers keep dying at start-up (last exit code {code}); each worker's own traceback is "
+            f"printed on stderr above. A worker imports rlvr_jax.rewards.worker (math_verify, sympy) and nothing "
+            f"from the main module, so the usual causes are a broken install of those packages, a memory limit "
+            f"(GraderPool memory_limit_mb) too small to import them, or a process limit reached "
+            f"(ulimit -u)")
 
 
 class WorkerHandle:
@@ -36,7 +50,7 @@ class WorkerHandle:
         self.process = ctx.Process(target=worker_mod.worker_main,
                                    args=(child_conn, soft_timeout_s, memory_limit_mb, tuple(sorted(warm_kinds))),
                                    daemon=True, name="rlvr-grader")
-        with no_main_file():
+        with no_main_module():
             self.process.start()
         child_conn.close()
         self.ready = False

@@ -1,7 +1,9 @@
 """Rollout engines behind one interface (see base.py): the in-process JAX sampler and a vLLM server."""
 from rlvr_jax.rollout.base import LOGPROB_CONVENTION, Completion, RolloutEngine, SamplingParams
 
-__all__ = ["LOGPROB_CONVENTION", "Completion", "RolloutEngine", "SamplingParams", "make_engine"]
+ENGINES = ("jax", "vllm")  # the rollout engines make_engine builds (config fields rollout.engine, engine)
+
+__all__ = ["ENGINES", "LOGPROB_CONVENTION", "Completion", "RolloutEngine", "SamplingParams", "make_engine"]
 
 
 def make_engine(kind: str, model=None, **kwargs) -> RolloutEngine:
@@ -14,4 +16,4 @@ def make_engine(kind: str, model=None, **kwargs) -> RolloutEngine:
     if kind == "vllm":
         from rlvr_jax.rollout.vllm_engine import VLLMEngine
         return VLLMEngine(**kwargs)
-    raise ValueError(f"unknown rollout engine {kind!r}; expected 'jax' or 'vllm'")
+    raise ValueError(f"unknown rollout engine {kind!r}; expected one of {ENGINES}")

@@ -1,17 +1,13 @@
-"""Fault-injection suite setup: the helpers of tests/ importable, every test here marked ``faults``.
+"""Fault-injection suite setup: every test here marked ``faults``.
 
-The parent tests/conftest.py (8 simulated CPU devices, offline Hugging Face, shared fixtures) applies too.
+The parent tests/conftest.py (8 simulated CPU devices, offline Hugging Face, the helpers of tests/ importable,
+shared fixtures such as the tiny training ``env``) applies too.
 ``RLVR_FAULTS_HEAVY=1`` turns on the heavier variants (more signal moments, longer runs).
 """
 import os
 import pathlib
-import sys
 
 import pytest
-
-TESTS_DIR = pathlib.Path(__file__).resolve().parents[1]
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
 
 HEAVY = os.environ.get("RLVR_FAULTS_HEAVY", "") not in ("", "0")
 

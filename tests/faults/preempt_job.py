@@ -7,27 +7,21 @@ stopped cleanly.
 import os
 import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOTAL_STEPS = 3
 
 
 def tiny_config(out, data_dir, tok_dir, total_steps=TOTAL_STEPS):
-    from rlvr_jax.config.presets import experiment
-    c = experiment("nsr", "tiny")  # a random policy: every reward is -1, so NSR updates every token
-    c.data.data_dir = str(data_dir)
-    c.model.tokenizer_path = str(tok_dir)
-    c.logging.out_dir = str(out)
-    c.logging.progress = False
-    c.logging.tensorboard = True  # the tiny preset turns it off; the tests check its points
-    c.logging.eval_every = 0
-    c.rollout.n = 4
-    c.rollout.max_new_tokens = 8
-    c.data.max_prompt_len = 160
-    c.train.prompt_batch_size = 2
-    c.train.mini_batch_size = 1
-    c.train.micro_batch_size = 8
-    c.train.total_steps = int(total_steps)
-    c.checkpoint.every = 1
-    c.checkpoint.keep = 5
+    """``configs/tiny_cpu.py:nsr`` (a random policy: every reward is -1, so NSR updates every token) at the
+    sizes of these tests, as ``--config.a.b=value`` overrides would set them."""
+    from rlvr_jax.config.overrides import load_config_file
+    c = load_config_file(os.path.join(ROOT, "configs", "tiny_cpu.py") + ":nsr")
+    c.update_from_flattened_dict({
+        "data.data_dir": str(data_dir), "model.tokenizer_path": str(tok_dir), "logging.out_dir": str(out),
+        "logging.progress": False, "logging.tensorboard": True,  # the tiny preset turns it off; the tests read it
+        "logging.eval_every": 0, "rollout.n": 4, "rollout.max_new_tokens": 8, "data.max_prompt_len": 160,
+        "train.prompt_batch_size": 2, "train.mini_batch_size": 1, "train.micro_batch_size": 8,
+        "train.total_steps": int(total_steps), "checkpoint.every": 1, "checkpoint.keep": 5})
     return c
 
 
@@ -38,5 +32,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    sys.path.insert(0, ROOT)
     main(sys.argv)

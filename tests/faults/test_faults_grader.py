@@ -5,6 +5,8 @@ afterwards, and a pool works from a script read on stdin.
 The extraction helpers are also checked against the previous (quadratic) implementations on random inputs, so
 the linear versions are the same rule, not a new one.
 """
+import os
+import pathlib
 import random
 import re
 import subprocess
@@ -20,6 +22,7 @@ from rlvr_jax.rewards.reasoning_gym import _answer_tags
 pytestmark = pytest.mark.faults
 
 TIMEOUT_S = 2.0
+TESTS_DIR = pathlib.Path(__file__).resolve().parents[1]
 # Wall-time slack over the per-item timeout for one call holding one adversarial item (kill, join, respawn,
 # the parent's fallback extraction) on a loaded 2-core machine.
 SLACK_S = 3.0
@@ -125,6 +128,39 @@ def test_workers_are_recycled_by_item_count_and_by_memory():
         GraderPool(num_workers=0, max_items_per_worker=0)
     with pytest.raises(ValueError, match="max_rss_mb"):
         GraderPool(num_workers=0, max_rss_mb=-1)
+
+
+def test_grade_math_from_an_unguarded_script_file(tmp_path):
+    """A script that grades at import time, without an ``if __name__ == "__main__":`` guard: the workers do not
+    re-run it (they would each start a pool and die), so it grades, once."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from rlvr_jax.rewards import grade_math\n"
+                      "print([r.status for r in grade_math(['\\\\boxed{2}', '\\\\boxed{3}'], ['2', '2'], num_workers=1)])\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(TESTS_DIR.parent)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines() == ["['correct', 'incorrect']"], out.stdout
+
+
+def test_workers_dying_at_start_up_raise_an_error_naming_the_causes(tmp_path):
+    """A broken install seen only by the workers: after the parent has imported the grader, sys.path (which the
+    workers inherit) puts a math_verify that fails to import first, so every worker dies before reporting ready
+    (spawn: a forkserver would fork from its own warm copy of the grader)."""
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "math_verify.py").write_text("raise ImportError('simulated broken install')\n")
+    script = ("import os, sys\n"
+              "from rlvr_jax.rewards import GraderPool\n"
+              "import rlvr_jax.rewards.worker\n"
+              f"sys.path.insert(0, {str(tmp_path / 'broken')!r})\n"
+              "with GraderPool(num_workers=1, timeout_s=5, start_method='spawn') as p:\n"
+              "    p.grade_math(['\\\\boxed{0.5}'], ['\\\\frac{1}{2}'])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(TESTS_DIR.parent)))
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: grader workers keep dying at start-up"), out.stderr[-3000:]
+    assert "traceback is printed on stderr above" in last and "broken install" in last
+    assert "simulated broken install" in out.stderr  # the workers' own tracebacks are there
 
 
 def test_grade_math_from_a_script_on_stdin():

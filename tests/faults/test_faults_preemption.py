@@ -18,7 +18,6 @@ import sys
 import numpy as np
 import pytest
 
-from helpers_tokenizer import make_test_tokenizer
 from preempt_job import TOTAL_STEPS, tiny_config
 from rlvr_jax.train import run
 
@@ -26,22 +25,16 @@ HEAVY = os.environ.get("RLVR_FAULTS_HEAVY", "") not in ("", "0")  # as in tests/
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 VOLATILE = ("timing_s/", "perf/throughput", "perf/mfu")
-PROBLEMS = [("What is 1+1?", "2"), ("What is 2+2?", "4"), ("3*3?", "9"), ("10-7?", "3"), ("Half of 8?", "4")]
+ENV_PROBLEMS = [("What is 1+1?", "2"), ("What is 2+2?", "4"), ("3*3?", "9"), ("10-7?", "3"), ("Half of 8?", "4")]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("preempt")
-    data = root / "data"
-    data.mkdir()
-    with open(data / "math_train.jsonl", "w") as f:
-        for i, (p, a) in enumerate(PROBLEMS):
-            f.write(json.dumps({"id": f"t{i}", "problem": p, "answer": a}) + "\n")
-    make_test_tokenizer(root / "tok")
-    ref = root / "ref"
-    res = run(tiny_config(ref, data, root / "tok"))
+def ref(env):
+    """The uninterrupted run every interrupted one must equal (in the conftest's `env`, with ENV_PROBLEMS)."""
+    out = env["root"] / "ref"
+    res = run(tiny_config(out, env["data"], env["tok_dir"]))
     assert res.steps_done == TOTAL_STEPS and not res.preempted
-    return {"root": root, "data": data, "tok": root / "tok", "ref": outcome(ref)}
+    return outcome(out)
 
 
 def _metrics(out):
@@ -89,12 +82,11 @@ def outcome(out):
 def _subprocess(env, out, fault):
     e = dict(os.environ, PYTHONPATH=ROOT, RLVR_FAULT_AT=fault)
     return subprocess.run([sys.executable, os.path.join(HERE, "preempt_job.py"), str(out), str(env["data"]),
-                           str(env["tok"])], env=e, capture_output=True, text=True, timeout=900)
+                           str(env["tok_dir"])], env=e, capture_output=True, text=True, timeout=900)
 
 
-def _assert_same_as_reference(env, out):
+def _assert_same_as_reference(ref, out):
     got = outcome(out)
-    ref = env["ref"]
     assert [r["step"] for r in got["metrics"]] == list(range(1, TOTAL_STEPS + 1))  # each step exactly once
     assert got["metrics"] == ref["metrics"]
     assert sorted(got["leaves"]) == sorted(ref["leaves"]) and len(ref["leaves"]) > 10
@@ -107,11 +99,11 @@ def _assert_same_as_reference(env, out):
     assert not os.path.exists(os.path.join(out, "final_hf.tmp"))
 
 
-def _interrupt_and_resume(env, tmp_path, fault, in_process, monkeypatch):
+def _interrupt_and_resume(env, ref, tmp_path, fault, in_process, monkeypatch):
     out = tmp_path / "run"
     if in_process:  # SIGTERM only: the guard turns it into a checkpoint-and-exit in this very process
         monkeypatch.setenv("RLVR_FAULT_AT", fault)
-        res = run(tiny_config(out, env["data"], env["tok"]))
+        res = run(tiny_config(out, env["data"], env["tok_dir"]))
         monkeypatch.delenv("RLVR_FAULT_AT")
         assert res.preempted and res.final_export is None
     else:
@@ -125,9 +117,9 @@ def _interrupt_and_resume(env, tmp_path, fault, in_process, monkeypatch):
             assert p.returncode == 0 and "preempted=True" in p.stdout, p.stderr[-3000:]
             assert "Traceback" not in p.stderr, p.stderr[-3000:]
     assert os.path.exists(out / "final_hf") == (fault == "export:3:TERM")
-    res = run(tiny_config(out, env["data"], env["tok"]))  # the same command again
+    res = run(tiny_config(out, env["data"], env["tok_dir"]))  # the same command again
     assert res.steps_done == TOTAL_STEPS and not res.preempted
-    _assert_same_as_reference(env, out)
+    _assert_same_as_reference(ref, out)
     return out
 
 
@@ -142,12 +134,12 @@ def test_second_sigterm_is_acknowledged_not_fatal(capsys):
 
 @pytest.mark.skipif(not HEAVY, reason="set RLVR_FAULTS_HEAVY=1 (the in-process SIGTERM path is also covered by "
                                       "tests/test_train.py::test_sigterm_saves_checkpoint_and_stops)")
-def test_double_sigterm_during_a_step_stops_cleanly_and_resumes_bit_identically(env, tmp_path, monkeypatch):
-    _interrupt_and_resume(env, tmp_path, "gen:1:TERM,update:1:TERM", True, monkeypatch)
+def test_double_sigterm_during_a_step_stops_cleanly_and_resumes_bit_identically(env, ref, tmp_path, monkeypatch):
+    _interrupt_and_resume(env, ref, tmp_path, "gen:1:TERM,update:1:TERM", True, monkeypatch)
 
 
-def test_sigkill_between_metrics_and_checkpoint_no_duplicate_lines(env, tmp_path, monkeypatch, capfd):
-    out = _interrupt_and_resume(env, tmp_path, "save:2:KILL", False, monkeypatch)
+def test_sigkill_between_metrics_and_checkpoint_no_duplicate_lines(env, ref, tmp_path, monkeypatch, capfd):
+    out = _interrupt_and_resume(env, ref, tmp_path, "save:2:KILL", False, monkeypatch)
     _, purges = _tb_points(out)
     assert purges >= 1  # the resumed run told TensorBoard to drop the points past its restored step
     # Then the newest checkpoint is damaged on disk: the same command falls back to step 2 and redoes step 3.
@@ -155,11 +147,11 @@ def test_sigkill_between_metrics_and_checkpoint_no_duplicate_lines(env, tmp_path
                 if p.is_file() and "/d/" in str(p)), key=lambda p: p.stat().st_size)
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     capfd.readouterr()
-    res = run(tiny_config(out, env["data"], env["tok"], total_steps=TOTAL_STEPS))
+    res = run(tiny_config(out, env["data"], env["tok_dir"], total_steps=TOTAL_STEPS))
     err = capfd.readouterr().err
     assert res.steps_done == TOTAL_STEPS and f"corrupt checkpoint {out / 'checkpoints' / str(TOTAL_STEPS)}" in err
     assert f"resumed from step {TOTAL_STEPS - 1}" in err
-    _assert_same_as_reference(env, out)
+    _assert_same_as_reference(ref, out)
 
 
 HEAVY_FAULTS = [f"{ph}:{st}:{sig}" for sig in ("TERM", "KILL")
@@ -169,5 +161,5 @@ HEAVY_FAULTS = [f"{ph}:{st}:{sig}" for sig in ("TERM", "KILL")
 
 @pytest.mark.skipif(not HEAVY, reason="set RLVR_FAULTS_HEAVY=1 for every phase x signal")
 @pytest.mark.parametrize("fault", HEAVY_FAULTS)
-def test_every_phase_and_signal(env, tmp_path, monkeypatch, fault):
-    _interrupt_and_resume(env, tmp_path, fault, False, monkeypatch)
+def test_every_phase_and_signal(env, ref, tmp_path, monkeypatch, fault):
+    _interrupt_and_resume(env, ref, tmp_path, fault, False, monkeypatch)

@@ -22,11 +22,8 @@ import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from helpers_tokenizer import make_test_tokenizer  # noqa: E402
-
-from rlvr_jax.rollout.vllm_engine import server_error_cause  # noqa: E402
-from rlvr_jax.rollout.vllm_server import VLLMServerConfig, build_command, wrap_die_with_parent  # noqa: E402
+from rlvr_jax.rollout.vllm_engine import server_error_cause
+from rlvr_jax.rollout.vllm_server import VLLMServerConfig, build_command
 
 pytestmark = pytest.mark.faults
 server = pytest.mark.vllm  # the tests that start a real vLLM server (one per test)
@@ -34,8 +31,8 @@ server = pytest.mark.vllm  # the tests that start a real vLLM server (one per te
 STEPS = 4
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 # ~80-byte problems: with the qwen_boxed template each prompt is ~190 byte-level tokens.
-PROBLEMS = [(f"Problem {i}: compute the value of {i} plus {i} and give only the final number, nothing else.",
-             str(2 * i)) for i in range(8)]
+ENV_PROBLEMS = [(f"Problem {i}: compute the value of {i} plus {i} and give only the final number, nothing else.",
+                 str(2 * i)) for i in range(8)]  # the data of the conftest's `env` fixture
 VOLATILE = ("timing_s/", "perf/", "rollout/engine_restarts")  # wall-clock figures and the restart count
 
 
@@ -114,19 +111,6 @@ def test_restart_cause_is_the_root_error_of_the_last_server_run():
 # ------------------------------------------------------------------------------------------------------
 # With a server
 # ------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults_vllm")
-    data = root / "data"
-    data.mkdir()
-    for name in ("math_train", "math500"):
-        with open(data / f"{name}.jsonl", "w") as f:
-            for i, (p, a) in enumerate(PROBLEMS):
-                f.write(json.dumps({"id": f"{name}-{i}", "problem": p, "answer": a}) + "\n")
-    tok = make_test_tokenizer(root / "tok")
-    return {"root": root, "data": str(data), "tok_dir": str(root / "tok"), "tok": tok}
-
 
 def config(env, out):
     from rlvr_jax.config.presets import experiment
