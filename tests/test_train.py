@@ -3,7 +3,6 @@ bit-exact, SIGTERM checkpoints, metrics are written."""
 import json
 import os
 import signal
-import sys
 
 import jax
 import numpy as np
