@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import env, read_metrics, tiny  # noqa: E402,F401  (env: the module fixture)
+from test_train import read_metrics, tiny  # noqa: E402  (env: the shared fixture in conftest.py)
 
 from rlvr_jax.checkpointing import Checkpointer  # noqa: E402
 from rlvr_jax.config import ConfigError, validate_config  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import env, tiny  # noqa: E402,F401  (env: the module fixture)
+from test_train import tiny  # noqa: E402  (env: the shared fixture in conftest.py)
 
 from rlvr_jax import rl_step as phases  # noqa: E402
 from rlvr_jax.batch import TrainBatch, micro_batches, pack_sequences, pad_rows, take_rows, token_mean  # noqa: E402
