@@ -69,11 +69,11 @@ def test_config_round_trip_overrides_and_errors():
     with pytest.raises(ConfigError, match="warmstart.flawed_share"):
         C.from_config(bad)
     bad = C.get_config("demo")
-    bad.algorithms = ["nsr", "ppo2"]
+    bad.algorithms = ("nsr", "ppo2")
     with pytest.raises(ConfigError, match="algorithms"):
         C.from_config(bad)
     bad = C.get_config("demo")
-    bad.sweep.warmstart_steps = [300, 100]
+    bad.sweep.warmstart_steps = (300, 100)
     with pytest.raises(ConfigError, match="sweep.warmstart_steps"):
         C.from_config(bad)
     with pytest.raises(ConfigError, match="mode"):

@@ -28,7 +28,7 @@ MODES = ("", "demo", "quick", "study", "sweep")
 class SweepConfig:
     """The prior-strength sweep: one base per warm-start length (more supervised steps = a stronger prior)."""
 
-    warmstart_steps: tuple[int, ...] = (150, 400, 1000)
+    warmstart_steps: tuple[int, ...] = (150, 300, 600)
     seed: int = 0
 
     def __post_init__(self):
@@ -42,7 +42,7 @@ def _to_dict(obj) -> dict:
     out = {}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        out[f.name] = _to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+        out[f.name] = _to_dict(v) if dataclasses.is_dataclass(v) else v
     return out
 
 

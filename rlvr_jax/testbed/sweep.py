@@ -3,8 +3,9 @@
 The NSR paper's mechanism (its Sec. 4): pushing down a sampled wrong answer moves its probability to the other
 answers *in proportion to the model's current probabilities*, so NSR can only help where the prior already
 favours the correct answers; PSR sharpens onto the sampled correct answers whatever the prior. The sweep makes
-that testable: it warm-starts one base per warm-start length in :attr:`SweepConfig.warmstart_steps` (a longer
-warm start = a stronger prior; everything else, the data included, is the same), runs every method on each
+that testable: it takes one base per warm-start length in :attr:`SweepConfig.warmstart_steps` (a longer warm
+start = a stronger prior; everything else, the data included, is the same; the shorter bases are snapshots of
+the longest run, so the sweep costs one warm start), runs every method on each
 base with :func:`rlvr_jax.testbed.experiment.run_experiment` (one seed), and reports, per method, the pass@k
 change over *its own* base against the base's strength (its measured held-out pass@1)::
 
@@ -85,12 +86,18 @@ def run_sweep(exp, sweep, verbose: bool = True) -> dict:
     """Runs the sweep of the module docstring under ``exp.out_dir/sweep`` and returns the bookkeeping dict."""
     from rlvr_jax.testbed.experiment import run_experiment
 
+    from rlvr_jax.testbed import warmstart as ws
+
     root = os.path.join(exp.out_dir, "sweep")
+    steps_all = [int(s) for s in sweep.warmstart_steps]
+    warm = {s: os.path.join(root, f"steps{s}", "warmstart") for s in steps_all}
+    if not all(ws.is_complete(d) for d in warm.values()):  # one warm start; the weaker bases are its snapshots
+        ws.warm_start(warm[steps_all[-1]], dataclasses.replace(exp.warmstart, steps=steps_all[-1]), verbose,
+                      snapshots={s: warm[s] for s in steps_all[:-1]})
     results: dict[int, dict[str, dict]] = {}
-    for steps in sweep.warmstart_steps:
-        d = os.path.join(root, f"steps{steps}")
-        cfg = dataclasses.replace(exp, out_dir=d, warm_dir=os.path.join(d, "warmstart"), seeds=(sweep.seed,),
-                                  warmstart=dataclasses.replace(exp.warmstart, steps=int(steps)))
+    for steps in steps_all:
+        cfg = dataclasses.replace(exp, out_dir=os.path.dirname(warm[steps]), warm_dir=warm[steps],
+                                  seeds=(sweep.seed,), warmstart=dataclasses.replace(exp.warmstart, steps=steps))
         summary = run_experiment(cfg, verbose=verbose)
         results[int(steps)] = {p: per_seed[0] for p, per_seed in summary["per_seed"].items()}
     d = sweep_deltas(results)

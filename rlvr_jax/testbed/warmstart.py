@@ -50,23 +50,26 @@ class WarmStartConfig:
     # data (sizes of the disjoint puzzle sets; the warm-start set takes the rest of the 1,313 puzzles)
     heldout_size: int = 128
     rl_size: int = 384
-    solutions_per_problem: int = 3
+    solutions_per_problem: int = 8   # up to 8 distinct solutions per puzzle (most have fewer)
     flawed_per_problem: int = 4
-    flawed_share: float = 0.3
+    flawed_share: float = 0.1
     # optimisation
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 128
     lr: float = 5e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
     length_bucket: int = 32
-    show_steps: bool = True
+    show_steps: bool = False         # True: answers write their arithmetic out first ("3*8=24,24+6=30 \\boxed{..}")
 
     def __post_init__(self):
         if not 0.0 <= self.flawed_share < 1.0:
             raise ValueError(f"WarmStartConfig.flawed_share must be in [0, 1), got {self.flawed_share}")
         if self.solutions_per_problem < 1:
             raise ValueError(f"WarmStartConfig.solutions_per_problem must be >= 1, got {self.solutions_per_problem}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"WarmStartConfig.warmup_steps must be in [0, steps = {self.steps}), got "
+                             f"{self.warmup_steps}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"WarmStartConfig: steps and batch_size must be >= 1, got {self.steps}, "
                              f"{self.batch_size}")
@@ -117,8 +120,11 @@ def make_batch(prompts, responses, eos_id: int, pad_id: int, bucket: int) -> dic
     return {"ids": ids, "attention_mask": att, "loss_mask": loss}
 
 
-def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose: bool = True):
-    """Trains the base model on ``puzzles``; returns ``(model, stats)``."""
+def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose: bool = True,
+          on_snapshot=None, snapshot_steps=()):
+    """Trains the base model on ``puzzles``; returns ``(model, stats)``. After each step count in
+    ``snapshot_steps`` it calls ``on_snapshot(steps_done, model, stats_so_far)`` with the model as it is then
+    (the same run continues: the prior-strength sweep's weaker bases are earlier points of one warm start)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -174,6 +180,9 @@ def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose
             if verbose:
                 print(f"[warmstart] step {s:4d} loss {float(loss):.4f} ({time.perf_counter() - t0:.1f}s)",
                       flush=True)
+        if on_snapshot is not None and s + 1 in snapshot_steps and s + 1 < cfg.steps:
+            nnx.update(model, params)
+            on_snapshot(s + 1, model, {"loss_curve": list(losses), "train_seconds": time.perf_counter() - t0})
     nnx.update(model, params)
     return model, {"loss_curve": losses, "train_seconds": time.perf_counter() - t0}
 
@@ -211,35 +220,52 @@ def sampled_accuracy(model, tokenizer, puzzles, max_tokens: int, n: int = 64, se
             "fully_solved": float(np.mean(c == n))}
 
 
-def warm_start(out_dir: str, cfg: WarmStartConfig = WarmStartConfig(), verbose: bool = True) -> dict:
-    """Writes the base checkpoint, the data splits and ``warmstart.json`` under ``out_dir``; returns the
-    stats dict (also in ``warmstart.json``)."""
+def _write(out_dir: str, model, tokenizer, splits, cfg: WarmStartConfig, stats: dict, verbose: bool) -> dict:
+    """Checkpoint + tokenizer (``base_hf``), data splits and ``warmstart.json`` of one base."""
     from rlvr_jax.models import save_hf
-    from rlvr_jax.testbed.tokenizer import save_tokenizer
 
-    t0 = time.perf_counter()
     base = os.path.join(out_dir, BASE_DIR)
-    tokenizer = save_tokenizer(base)
-    splits = puzzle_splits(cfg)
-    paths = {}
-    for name in SPLITS:
-        paths[name] = T.write_jsonl(T.to_problems(splits[name], name),
-                                    os.path.join(out_dir, DATA_DIR, f"{name}.jsonl"))
-    model, stats = train(cfg, tokenizer, splits["warmstart"], verbose=verbose)
+    tokenizer.save_pretrained(base)
+    paths = {name: T.write_jsonl(T.to_problems(splits[name], name), os.path.join(out_dir, DATA_DIR, f"{name}.jsonl"))
+             for name in SPLITS}
     save_hf(model, base)
-    stats.update(
-        config=dataclasses.asdict(cfg), num_params=int(model.config.num_params()),
-        split_sizes={k: len(v) for k, v in splits.items()}, data=paths, checkpoint=base,
-        # memorisation check on 128 of its own training puzzles (the held-out base is measured by the evaluator)
-        warmstart_set=sampled_accuracy(model, tokenizer, splits["warmstart"][:128], max_new_tokens(cfg), n=16,
-                                       seed=cfg.seed),
-        total_seconds=time.perf_counter() - t0)
+    stats = dict(stats, config=dataclasses.asdict(cfg), num_params=int(model.config.num_params()),
+                 split_sizes={k: len(v) for k, v in splits.items()}, data=paths, checkpoint=base,
+                 # memorisation check on 128 of its own training puzzles (the held-out base: the evaluator)
+                 warmstart_set=sampled_accuracy(model, tokenizer, splits["warmstart"][:128], max_new_tokens(cfg),
+                                                n=16, seed=cfg.seed))
     with open(os.path.join(out_dir, "warmstart.json"), "w") as f:
         json.dump(stats, f, indent=1)
     if verbose:
-        print(f"[warmstart] {stats['num_params']} params; accuracy on its own puzzles "
-              f"{stats['warmstart_set']['accuracy']:.3f}, pass@16 {stats['warmstart_set']['pass@16']:.3f}; "
-              f"{stats['total_seconds']:.0f}s -> {base}", flush=True)
+        print(f"[warmstart] {stats['num_params']} params, {cfg.steps} steps; accuracy on its own puzzles "
+              f"{stats['warmstart_set']['accuracy']:.3f}, pass@16 {stats['warmstart_set']['pass@16']:.3f} -> {base}",
+              flush=True)
+    return stats
+
+
+def warm_start(out_dir: str, cfg: WarmStartConfig = WarmStartConfig(), verbose: bool = True,
+               snapshots: dict[int, str] | None = None) -> dict:
+    """Writes the base checkpoint, the data splits and ``warmstart.json`` under ``out_dir``; returns the
+    stats dict (also in ``warmstart.json``). ``snapshots`` ``{steps: dir}`` (steps < ``cfg.steps``) also
+    writes the model after ``steps`` steps of the same run into ``dir`` (its ``warmstart.json`` config says
+    ``steps``, and ``snapshot_of`` the full length)."""
+    from rlvr_jax.testbed.tokenizer import build_tokenizer
+
+    t0 = time.perf_counter()
+    tokenizer = build_tokenizer()
+    splits = puzzle_splits(cfg)
+    snapshots = dict(snapshots or {})
+
+    def on_snapshot(steps, model, stats):
+        _write(snapshots[steps], model, tokenizer, splits, dataclasses.replace(cfg, steps=steps),
+               dict(stats, snapshot_of=cfg.steps), verbose)
+
+    model, stats = train(cfg, tokenizer, splits["warmstart"], verbose=verbose, on_snapshot=on_snapshot,
+                         snapshot_steps=tuple(snapshots))
+    stats = _write(out_dir, model, tokenizer, splits, cfg, stats, verbose)
+    stats["total_seconds"] = time.perf_counter() - t0
+    with open(os.path.join(out_dir, "warmstart.json"), "w") as f:
+        json.dump(stats, f, indent=1)
     return stats
 
 
