@@ -23,8 +23,8 @@ def test_sweep_deltas_hand_computed():
     np.testing.assert_allclose(d["delta"]["nsr"][64], [-0.05, 0.06])
     np.testing.assert_allclose(d["delta"]["psr"][64], [-0.10, -0.10])
     md = S.sweep_table(d)
-    assert md.splitlines()[0].startswith("| warm-start steps | base pass@1 | base pass@64 | NSR Δpass@1")
-    assert "| 150 | 10.0 | 90.0 | -2.0 | -5.0 | +5.0 | -10.0 |" in md
+    assert md.splitlines()[0] == "| method | warm-start steps | base pass@1 | base pass@64 | Δpass@1 | Δpass@64 |"
+    assert "| NSR | 150 | 10.0 | 90.0 | -2.0 | -5.0 |" in md and "| PSR | 400 | 30.0 | 80.0 | +10.0 | -10.0 |" in md
     del res[150]["psr"]
     with pytest.raises(ValueError, match="expected base"):
         S.sweep_deltas(res)

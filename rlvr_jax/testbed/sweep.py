@@ -73,12 +73,13 @@ def plot_sweep(d: dict, path: str) -> None:
 
 
 def sweep_table(d: dict) -> str:
-    """Markdown: one row per base (warm-start steps, base pass@k), one column per method and k (change, points)."""
+    """Markdown: one row per (method, base): warm-start steps, the base's pass@k and the method's change
+    (points) at each k."""
     ks = list(d["base"])
-    header = ["warm-start steps"] + [f"base pass@{k}" for k in ks] + [
-        f"{LABELS.get(a, a)} Δpass@{k}" for a in d["delta"] for k in ks]
-    rows = [[s] + [f"{100 * d['base'][k][i]:.1f}" for k in ks] +
-            [f"{100 * d['delta'][a][k][i]:+.1f}" for a in d["delta"] for k in ks] for i, s in enumerate(d["steps"])]
+    header = ["method", "warm-start steps"] + [f"base pass@{k}" for k in ks] + [f"Δpass@{k}" for k in ks]
+    rows = [[LABELS.get(a, a), s] + [f"{100 * d['base'][k][i]:.1f}" for k in ks] +
+            [f"{100 * d['delta'][a][k][i]:+.1f}" for k in ks]
+            for a in d["delta"] for i, s in enumerate(d["steps"])]
     return markdown_table(header, rows)
 
 
