@@ -1,4 +1,4 @@
-r"""The testbed experiment: PSR, NSR, W-REINFORCE (lambda = 0.1) and GRPO from one warm-started base.
+r"""The testbed experiment: PSR, NSR, W-REINFORCE (lambda = 0.1), GRPO and GRPO-N from one warm-started base.
 
 Pipeline (``run_experiment``):
 
@@ -9,17 +9,10 @@ Pipeline (``run_experiment``):
    :mod:`rlvr_jax.config.presets`, with testbed sizes), exporting ``final_hf``;
 3. the evaluator (:func:`rlvr_jax.evaluation.runner.evaluate`) with ``n`` samples per held-out puzzle
    (k = 1, 2, 4, ..., n) for the base and every trained policy (``<out>/seed<s>/eval/<policy>``);
-4. the report directory::
-
-       report/pass_at_k.md          pass@k table (rows k, one column per policy) + greedy / entropy metrics
-       report/pass_at_k.png         pass@k curves of base and every algorithm in one plot (mean over seeds)
-       report/training_curves.png   token entropy, correct ratio, fully-solved ratio and held-out greedy
-                                    accuracy over RL steps (from each run's metrics.jsonl)
-       report/summary.md / .json    the headline numbers and the questions of the NSR paper, answered
-                                    from this run's numbers
+4. the report directory (:mod:`rlvr_jax.testbed.report`).
 
 Several seeds (``seeds=(0, 1, 2)``) repeat steps 2-3 with ``train.seed`` and the evaluation seed changed
-(same base model) and the summary reports mean and standard deviation over seeds.
+(same base model) and the report gives mean and standard deviation over seeds, and every seed.
 """
 from __future__ import annotations
 
