@@ -1,19 +1,29 @@
-"""``make demo``: the embedded default, the tiny CPU testbed (:mod:`rlvr_jax.testbed`).
+"""``make demo``: the embedded default, the tiny CPU testbed (:mod:`rlvr_jax.testbed`, docs/testbed.md).
 
-Warm-starts a tiny Qwen3 on Countdown puzzles (or reuses ``<out>/warmstart``), trains it with PSR, NSR,
-W-REINFORCE and GRPO using the real trainer, evaluates pass@k (n=64) on held-out puzzles and writes
-``<out>/report`` (pass_at_k.md / .png, training_curves.png, summary.md / .json). About 3-5 minutes on two
-CPU cores; ``--quick`` (CI) about 1.5 minutes. Results and their caveats: docs/testbed.md. ``--toy`` runs the former default instead: the two-stage
-dynamics paper's probability-mass bandit (:mod:`rlvr_jax.toy`).
+Warm-starts a tiny Qwen3 on Countdown puzzles whose answers write out their arithmetic (or reuses
+``<out>/warmstart``), trains it with PSR, NSR, W-REINFORCE, GRPO and GRPO-N through the real trainer,
+evaluates pass@k (n=64) on held-out puzzles and writes ``<out>/report``. Commands::
 
-Compiled XLA programs are cached under ``<out>/.jax_cache`` (the runs share shapes, so later runs skip
-most compilation); ``--no_compile_cache`` turns that off.
+    python -m rlvr_jax.demo                          # make demo: one seed -> runs/demo/report
+    python -m rlvr_jax.demo --quick --out DIR        # the CI mode (tests/test_testbed.py)
+    python -m rlvr_jax.demo --seeds 0,1,2            # the 3-seed study
+    python -m rlvr_jax.demo --sweep prior            # the prior-strength sweep -> <out>/sweep/report
+    python -m rlvr_jax.demo --config=configs/demo.py:study --config.lr=1e-4   # any field, ConfigDict style
+    python -m rlvr_jax.demo --toy                    # the two-stage paper's toy bandit instead
+
+Settings are the ConfigDict of :mod:`rlvr_jax.testbed.config` (``configs/demo.py:<mode>`` with ``mode`` one of
+demo, quick, study, sweep); ``--quick`` / ``--seeds`` / ``--out`` / ``--warm_dir`` are shortcuts applied on top.
+Compiled XLA programs are cached under ``<out>/.jax_cache`` (``--nocompile_cache`` turns that off). Console
+script: ``rlvr-demo = rlvr_jax.demo:cli``.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
-import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -25,33 +35,73 @@ def enable_compilation_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo", help="output directory (report in <out>/report)")
-    p.add_argument("--quick", action="store_true", help="CI mode: shorter warm start, RL and evaluation")
-    p.add_argument("--seeds", default="0", help="comma-separated RL / evaluation seeds, e.g. 0,1,2")
-    p.add_argument("--warm_dir", default=None, help="existing warm-start directory (default <out>/warmstart)")
-    p.add_argument("--no_compile_cache", action="store_true")
-    p.add_argument("--toy", action="store_true", help="run the toy bandit demo instead")
-    args = p.parse_args(argv)
-    if args.toy:
+def define_flags() -> None:
+    """The demo's flags (idempotent: a second call, e.g. from a test importing the module, is a no-op)."""
+    if "quick" in FLAGS:
+        return
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "testbed config, configs/demo.py[:demo|quick|study|sweep]",
+                                    lock_config=True)
+    flags.DEFINE_bool("quick", False, "CI mode: shorter warm start, RL and evaluation (= configs/demo.py:quick)")
+    flags.DEFINE_enum("sweep", None, ["prior"], "run the prior-strength sweep instead of one experiment")
+    flags.DEFINE_string("seeds", None, "comma-separated RL / evaluation seeds, e.g. 0,1,2")
+    flags.DEFINE_string("out", "runs/demo", "output directory (report in <out>/report)")
+    flags.DEFINE_string("warm_dir", None, "existing warm-start directory (default <out>/warmstart)")
+    flags.DEFINE_bool("compile_cache", True, "cache compiled XLA programs under <out>/.jax_cache")
+    flags.DEFINE_bool("toy", False, "run the toy bandit demo instead")
+
+
+def resolve(config, quick: bool, seeds: str | None, out: str, warm_dir: str | None):
+    """``(ExperimentConfig, SweepConfig)`` from the ``--config`` dict (or the default mode) and the shortcut
+    flags; a :class:`rlvr_jax.config.validate.ConfigError` names a bad field before anything runs."""
+    from rlvr_jax.config.validate import ConfigError
+    from rlvr_jax.testbed.config import from_config, get_config
+
+    if config is not None and quick:
+        raise ConfigError("quick", "--quick picks a config itself; use --config=configs/demo.py:quick instead")
+    exp, sweep = from_config(config if config is not None else get_config("quick" if quick else "demo"))
+    kw = dict(out_dir=out, warm_dir=warm_dir or os.path.join(out, "warmstart"))
+    if seeds:
+        try:
+            kw["seeds"] = tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            raise ConfigError("seeds", f"expected comma-separated integers, got {seeds!r}") from None
+    return dataclasses.replace(exp, **kw), sweep
+
+
+def main(argv) -> None:
+    del argv
+    if FLAGS.toy:
         from rlvr_jax import toy
 
-        toy.main(["toy", "--demo", "--out", os.path.join(args.out, "toy_sampled")])
-        toy.main(["toy", "--demo", "--expected", "--out", os.path.join(args.out, "toy_expected")])
-        print(f"demo report: {os.path.abspath(args.out)}")
-        return 0
-    if not args.no_compile_cache:
-        enable_compilation_cache(os.path.join(args.out, ".jax_cache"))
-    from rlvr_jax.testbed.experiment import ExperimentConfig, run_experiment
+        toy.main(["toy", "--demo", "--out", os.path.join(FLAGS.out, "toy_sampled")])
+        toy.main(["toy", "--demo", "--expected", "--out", os.path.join(FLAGS.out, "toy_expected")])
+        print(f"demo report: {os.path.abspath(FLAGS.out)}")
+        return
+    exp, sweep = resolve(FLAGS.config, FLAGS.quick, FLAGS.seeds, FLAGS.out, FLAGS.warm_dir)
+    if FLAGS.compile_cache:
+        enable_compilation_cache(os.path.join(FLAGS.out, ".jax_cache"))
+    if FLAGS.sweep == "prior":
+        from rlvr_jax.testbed.sweep import run_sweep
 
-    kw = dict(out_dir=args.out, warm_dir=args.warm_dir or os.path.join(args.out, "warmstart"),
-              seeds=tuple(int(s) for s in args.seeds.split(",")))
-    cfg = ExperimentConfig.quick(**kw) if args.quick else ExperimentConfig(**kw)
-    run_experiment(cfg)
-    print(f"demo report: {os.path.abspath(os.path.join(args.out, 'report'))}")
-    return 0
+        run_sweep(exp, sweep)
+        print(f"demo sweep report: {os.path.abspath(os.path.join(FLAGS.out, 'sweep', 'report'))}")
+        return
+    from rlvr_jax.testbed.experiment import run_experiment
+
+    run_experiment(exp)
+    print(f"demo report: {os.path.abspath(os.path.join(FLAGS.out, 'report'))}")
+
+
+def cli() -> None:
+    """Console-script entry point (``rlvr-demo``): defines the flags and runs :func:`main` under absl."""
+    from rlvr_jax.config.overrides import exit_on_unknown_overrides
+
+    exit_on_unknown_overrides()
+    define_flags()
+    app.run(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

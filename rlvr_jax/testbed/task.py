@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import random
+import re
 from typing import Iterable, Sequence
 
 OPS = ("+", "-", "*")
@@ -40,8 +41,11 @@ class TaskSpec:
     num_numbers: int = 3
     max_value: int = 9
     max_target: int = 99
+    ops: str = "+-*"   # the operators allowed (a subset of + - *)
 
     def __post_init__(self):
+        if not self.ops or any(o not in OPS for o in self.ops) or len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"TaskSpec.ops must be distinct operators from {''.join(OPS)}, got {self.ops!r}")
         if self.num_numbers < 2:
             raise ValueError(f"TaskSpec.num_numbers must be >= 2, got {self.num_numbers}")
         if self.max_value < 1:
@@ -54,6 +58,7 @@ class TaskSpec:
 class Puzzle:
     numbers: tuple[int, ...]  # in the order shown to the model
     target: int
+    ops: str = "+-*"          # the operators the task allows (TaskSpec.ops)
 
     @property
     def key(self) -> tuple[tuple[int, ...], int]:
@@ -64,12 +69,12 @@ class Puzzle:
         return f"Make {self.target} with {' '.join(map(str, self.numbers))}."
 
 
-def all_expressions(numbers: Sequence[int]) -> list[str]:
-    """The distinct expression strings ``n1 o1 n2 o2 n3`` over all orders of ``numbers`` and operators."""
+def all_expressions(numbers: Sequence[int], ops: str = "+-*") -> list[str]:
+    """The distinct expression strings ``n1 o1 n2 o2 n3`` over all orders of ``numbers`` and operators ``ops``."""
     out = []
     for perm in dict.fromkeys(itertools.permutations(numbers)):
-        for ops in itertools.product(OPS, repeat=len(numbers) - 1):
-            s = str(perm[0]) + "".join(o + str(x) for o, x in zip(ops, perm[1:]))
+        for pair in itertools.product(ops, repeat=len(numbers) - 1):
+            s = str(perm[0]) + "".join(o + str(x) for o, x in zip(pair, perm[1:]))
             out.append(s)
     return list(dict.fromkeys(out))
 
@@ -96,14 +101,52 @@ def evaluate_expression(expr: str) -> int:
     return total
 
 
+def split_expression(expr: str) -> tuple[list[int], list[str]]:
+    """``"3*8+6"`` -> ``([3, 8, 6], ["*", "+"])`` (non-negative integer operands, binary ``+ - *``)."""
+    parts = re.split(r"([+*-])", expr)
+    if len(parts) < 3 or len(parts) % 2 == 0 or not all(p.isdigit() for p in parts[::2]):
+        raise ValueError(f"malformed expression {expr!r}")
+    return [int(p) for p in parts[::2]], parts[1::2]
+
+
+def worked_steps(expr: str) -> str:
+    """The expression's evaluation written out step by step in precedence order, one ``x o y=z`` per
+    binary operation, comma-separated: ``"3*8+6"`` -> ``"3*8=24,24+6=30"``, ``"6+3*8"`` -> ``"3*8=24,6+24=30"``,
+    ``"3-8+9"`` -> ``"3-8=-5,-5+9=4"``. The last step's value is the expression's value."""
+    nums, ops = split_expression(expr)
+    vals: list[int] = list(nums)
+    text: list[str] = list(map(str, nums))
+    ops = list(ops)
+    steps = []
+    for group in ("*", "+-"):
+        i = 0
+        while i < len(ops):
+            if ops[i] not in group:
+                i += 1
+                continue
+            a, b, o = vals[i], vals[i + 1], ops[i]
+            v = a * b if o == "*" else (a + b if o == "+" else a - b)
+            steps.append(f"{text[i]}{o}{text[i + 1]}={v}")
+            vals[i:i + 2], text[i:i + 2] = [v], [str(v)]
+            del ops[i]
+    return ",".join(steps)
+
+
+def response_text(expr: str, show_steps: bool = True) -> str:
+    r"""The answer the model is taught to write: the worked steps, then the expression boxed:
+    ``"3*8=24,24+6=30 \boxed{3*8+6}"`` (``show_steps=False``: only ``"\boxed{3*8+6}"``)."""
+    boxed = f"\\boxed{{{expr}}}"
+    return f"{worked_steps(expr)} {boxed}" if show_steps else boxed
+
+
 def solutions(puzzle: Puzzle) -> list[str]:
     """All distinct expression strings over the puzzle's numbers that evaluate to its target (sorted)."""
-    return sorted(e for e in all_expressions(puzzle.numbers) if evaluate_expression(e) == puzzle.target)
+    return sorted(e for e in all_expressions(puzzle.numbers, puzzle.ops) if evaluate_expression(e) == puzzle.target)
 
 
 def wrong_expressions(puzzle: Puzzle) -> list[str]:
     """Expressions over the puzzle's numbers that miss the target (the flawed attempts)."""
-    return sorted(e for e in all_expressions(puzzle.numbers) if evaluate_expression(e) != puzzle.target)
+    return sorted(e for e in all_expressions(puzzle.numbers, puzzle.ops) if evaluate_expression(e) != puzzle.target)
 
 
 def puzzle_space(spec: TaskSpec = TaskSpec()) -> list[tuple[tuple[int, ...], int]]:
@@ -111,7 +154,7 @@ def puzzle_space(spec: TaskSpec = TaskSpec()) -> list[tuple[tuple[int, ...], int
     spec), in a fixed order."""
     keys = set()
     for nums in itertools.combinations_with_replacement(range(1, spec.max_value + 1), spec.num_numbers):
-        for e in all_expressions(nums):
+        for e in all_expressions(nums, spec.ops):
             v = evaluate_expression(e)
             if 1 <= v <= spec.max_target:
                 keys.add((nums, v))
@@ -136,7 +179,7 @@ def split_problems(sizes: dict[str, int], seed: int = 0, spec: TaskSpec = TaskSp
         size = len(keys) - fixed if size == -1 else size
         chunk = keys[pos:pos + size]
         pos += size
-        out[name] = [Puzzle(tuple(rng.sample(nums, len(nums))), t) for nums, t in chunk]
+        out[name] = [Puzzle(tuple(rng.sample(nums, len(nums))), t, spec.ops) for nums, t in chunk]
     return out
 
 

@@ -22,12 +22,10 @@ is well below 1 and its pass@k grows with k (numbers in ``warmstart.json``).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import random
-import sys
 import time
 
 import numpy as np
@@ -52,22 +50,26 @@ class WarmStartConfig:
     # data (sizes of the disjoint puzzle sets; the warm-start set takes the rest of the 1,313 puzzles)
     heldout_size: int = 128
     rl_size: int = 384
-    solutions_per_problem: int = 3
+    solutions_per_problem: int = 8   # up to 8 distinct solutions per puzzle (most have fewer)
     flawed_per_problem: int = 4
-    flawed_share: float = 0.3
+    flawed_share: float = 0.1
     # optimisation
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 128
     lr: float = 5e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
     length_bucket: int = 32
+    show_steps: bool = False         # True: answers write their arithmetic out first ("3*8=24,24+6=30 \\boxed{..}")
 
     def __post_init__(self):
         if not 0.0 <= self.flawed_share < 1.0:
             raise ValueError(f"WarmStartConfig.flawed_share must be in [0, 1), got {self.flawed_share}")
         if self.solutions_per_problem < 1:
             raise ValueError(f"WarmStartConfig.solutions_per_problem must be >= 1, got {self.solutions_per_problem}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"WarmStartConfig.warmup_steps must be in [0, steps = {self.steps}), got "
+                             f"{self.warmup_steps}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"WarmStartConfig: steps and batch_size must be >= 1, got {self.steps}, "
                              f"{self.batch_size}")
@@ -88,10 +90,6 @@ def puzzle_splits(cfg: WarmStartConfig) -> dict[str, list[T.Puzzle]]:
     return T.split_problems({"heldout": cfg.heldout_size, "rl": cfg.rl_size, "warmstart": -1}, seed=cfg.seed)
 
 
-def response_text(expression: str) -> str:
-    return f"\\boxed{{{expression}}}"
-
-
 def sft_targets(puzzles, cfg: WarmStartConfig, rng: random.Random) -> list[tuple[list[str], list[str]]]:
     """Per puzzle ``(correct expressions, flawed expressions)``: fixed random subsets (see module docstring)."""
     out = []
@@ -110,21 +108,23 @@ def encode_examples(puzzles, tokenizer) -> list[list[int]]:
 
 
 def make_batch(prompts, responses, eos_id: int, pad_id: int, bucket: int) -> dict[str, np.ndarray]:
-    """Right-padded ``ids``/``attention_mask`` and ``loss_mask`` (1 on response tokens, EOS included)."""
-    seqs = [list(p) + list(r) + [eos_id] for p, r in zip(prompts, responses)]
-    L = max(bucket, -(-max(len(s) for s in seqs) // bucket) * bucket)
-    ids = np.full((len(seqs), L), pad_id, np.int32)
-    att = np.zeros((len(seqs), L), np.int32)
-    loss = np.zeros((len(seqs), L), np.float32)
-    for i, (p, s) in enumerate(zip(prompts, seqs)):
-        ids[i, :len(s)] = s
-        att[i, :len(s)] = 1
-        loss[i, len(p):len(s)] = 1  # targets at positions len(p).. (predicted from position - 1)
+    """The trainer's layout (:func:`rlvr_jax.learner.pack_sequences`: left-padded prompts, right-padded
+    responses, EOS appended) joined into one ``ids``/``attention_mask`` row per example, with ``loss_mask`` 1 on
+    the response tokens (EOS included)."""
+    from rlvr_jax.learner import pack_sequences
+
+    b = pack_sequences(prompts, [list(r) + [eos_id] for r in responses], bucket, pad_id=pad_id)
+    ids = np.concatenate([b["prompt_ids"], b["response_ids"]], axis=1)
+    att = np.concatenate([b["prompt_mask"], b["response_mask"].astype(np.int32)], axis=1)
+    loss = np.concatenate([np.zeros(b["prompt_mask"].shape, np.float32), b["response_mask"]], axis=1)
     return {"ids": ids, "attention_mask": att, "loss_mask": loss}
 
 
-def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose: bool = True):
-    """Trains the base model on ``puzzles``; returns ``(model, stats)``."""
+def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose: bool = True,
+          on_snapshot=None, snapshot_steps=()):
+    """Trains the base model on ``puzzles``; returns ``(model, stats)``. After each step count in
+    ``snapshot_steps`` it calls ``on_snapshot(steps_done, model, stats_so_far)`` with the model as it is then
+    (the same run continues: the prior-strength sweep's weaker bases are earlier points of one warm start)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -139,7 +139,7 @@ def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose
 
     def ids_of(expr):
         if expr not in enc:
-            enc[expr] = list(tokenizer(response_text(expr), add_special_tokens=False)["input_ids"])
+            enc[expr] = list(tokenizer(T.response_text(expr, cfg.show_steps), add_special_tokens=False)["input_ids"])
         return enc[expr]
 
     model = Decoder(model_config(cfg, tokenizer), rngs=nnx.Rngs(cfg.seed))
@@ -180,59 +180,92 @@ def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose
             if verbose:
                 print(f"[warmstart] step {s:4d} loss {float(loss):.4f} ({time.perf_counter() - t0:.1f}s)",
                       flush=True)
+        if on_snapshot is not None and s + 1 in snapshot_steps and s + 1 < cfg.steps:
+            nnx.update(model, params)
+            on_snapshot(s + 1, model, {"loss_curve": list(losses), "train_seconds": time.perf_counter() - t0})
     nnx.update(model, params)
     return model, {"loss_curve": losses, "train_seconds": time.perf_counter() - t0}
 
 
-def sampled_accuracy(model, tokenizer, puzzles, n: int = 16, seed: int = 0) -> dict[str, float]:
-    """Mean accuracy and pass@n of ``n`` temperature-1 samples per puzzle (JAX sampler, exact verifier)."""
+def max_new_tokens(cfg: WarmStartConfig) -> int:
+    """Generation budget: the longest worked answer (``"9*9=81,81*9=729 \\boxed{9*9*9}"``, 24 tokens) + EOS
+    and slack; 12 for the bare ``\\boxed{a*b+c}`` (7 tokens)."""
+    return 32 if cfg.show_steps else 12
+
+
+def sampled_accuracy(model, tokenizer, puzzles, max_tokens: int, n: int = 64, seed: int = 0,
+                     temperature: float = 1.0, top_p: float = 1.0) -> dict[str, float]:
+    """Mean accuracy, pass@n and the unparseable share of ``n`` temperature-1 samples per puzzle (JAX
+    sampler; an answer is correct iff its last ``\\boxed{}`` is one of the puzzle's solutions)."""
     from rlvr_jax.data import encode_prompt, stop_token_ids
     from rlvr_jax.metrics import mean_pass_at_k
+    from rlvr_jax.rewards.extract import last_boxed
     from rlvr_jax.rollout import SamplingParams
     from rlvr_jax.rollout.jax_sampler import JaxSampler
 
     eng = JaxSampler(model, pad_id=int(tokenizer.pad_token_id), eos_token_ids=stop_token_ids(tokenizer),
-                     max_batch_size=256, max_new_tokens_limit=16)
+                     max_batch_size=256, max_new_tokens_limit=max_tokens)
     prompts = [encode_prompt(p.text(), "plain", tokenizer) for p in puzzles]
-    outs = eng.generate(prompts, n, SamplingParams(temperature=1.0, max_new_tokens=16,
+    outs = eng.generate(prompts, n, SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens,
                                                    stop_token_ids=stop_token_ids(tokenizer), seed=seed))
-    correct = []
+    correct, unparsed = [], 0
     for p, o in zip(puzzles, outs):
         sols = set(T.solutions(p))
-        texts = tokenizer.batch_decode([c.token_ids for c in o], skip_special_tokens=True)
-        correct.append(sum(t.startswith("\\boxed{") and t[7:-1] in sols and t.endswith("}") for t in texts))
+        answers = [last_boxed(t) for t in tokenizer.batch_decode([c.token_ids for c in o], skip_special_tokens=True)]
+        unparsed += sum(a is None for a in answers)
+        correct.append(sum(a in sols for a in answers))
     c = np.asarray(correct)
     pk = mean_pass_at_k(np.full(len(c), n), c, (1, n))
-    return {"accuracy": float(pk[1]), f"pass@{n}": float(pk[n])}
+    return {"accuracy": float(pk[1]), f"pass@{n}": float(pk[n]), "unparseable": unparsed / (n * len(puzzles)),
+            "fully_solved": float(np.mean(c == n))}
 
 
-def warm_start(out_dir: str, cfg: WarmStartConfig = WarmStartConfig(), verbose: bool = True) -> dict:
-    """Writes the base checkpoint, the data splits and ``warmstart.json`` under ``out_dir``; returns the
-    stats dict (also in ``warmstart.json``)."""
+def _write(out_dir: str, model, tokenizer, splits, cfg: WarmStartConfig, stats: dict, verbose: bool) -> dict:
+    """Checkpoint + tokenizer (``base_hf``), data splits and ``warmstart.json`` of one base."""
     from rlvr_jax.models import save_hf
-    from rlvr_jax.testbed.tokenizer import save_tokenizer
 
-    t0 = time.perf_counter()
     base = os.path.join(out_dir, BASE_DIR)
-    tokenizer = save_tokenizer(base)
-    splits = puzzle_splits(cfg)
-    paths = {}
-    for name in SPLITS:
-        paths[name] = T.write_jsonl(T.to_problems(splits[name], name),
-                                    os.path.join(out_dir, DATA_DIR, f"{name}.jsonl"))
-    model, stats = train(cfg, tokenizer, splits["warmstart"], verbose=verbose)
+    tokenizer.save_pretrained(base)
+    paths = {name: T.write_jsonl(T.to_problems(splits[name], name), os.path.join(out_dir, DATA_DIR, f"{name}.jsonl"))
+             for name in SPLITS}
     save_hf(model, base)
-    stats.update(
-        config=dataclasses.asdict(cfg), num_params=int(model.config.num_params()),
-        split_sizes={k: len(v) for k, v in splits.items()}, data=paths, checkpoint=base,
-        heldout=sampled_accuracy(model, tokenizer, splits["heldout"], seed=cfg.seed),
-        warmstart_set=sampled_accuracy(model, tokenizer, splits["warmstart"][:128], seed=cfg.seed),
-        total_seconds=time.perf_counter() - t0)
+    stats = dict(stats, config=dataclasses.asdict(cfg), num_params=int(model.config.num_params()),
+                 split_sizes={k: len(v) for k, v in splits.items()}, data=paths, checkpoint=base,
+                 # memorisation check on 128 of its own training puzzles (the held-out base: the evaluator)
+                 warmstart_set=sampled_accuracy(model, tokenizer, splits["warmstart"][:128], max_new_tokens(cfg),
+                                                n=16, seed=cfg.seed))
     with open(os.path.join(out_dir, "warmstart.json"), "w") as f:
         json.dump(stats, f, indent=1)
     if verbose:
-        print(f"[warmstart] {stats['num_params']} params; held-out accuracy {stats['heldout']['accuracy']:.3f}, "
-              f"pass@16 {stats['heldout']['pass@16']:.3f}; {stats['total_seconds']:.0f}s -> {base}", flush=True)
+        print(f"[warmstart] {stats['num_params']} params, {cfg.steps} steps; accuracy on its own puzzles "
+              f"{stats['warmstart_set']['accuracy']:.3f}, pass@16 {stats['warmstart_set']['pass@16']:.3f} -> {base}",
+              flush=True)
+    return stats
+
+
+def warm_start(out_dir: str, cfg: WarmStartConfig = WarmStartConfig(), verbose: bool = True,
+               snapshots: dict[int, str] | None = None) -> dict:
+    """Writes the base checkpoint, the data splits and ``warmstart.json`` under ``out_dir``; returns the
+    stats dict (also in ``warmstart.json``). ``snapshots`` ``{steps: dir}`` (steps < ``cfg.steps``) also
+    writes the model after ``steps`` steps of the same run into ``dir`` (its ``warmstart.json`` config says
+    ``steps``, and ``snapshot_of`` the full length)."""
+    from rlvr_jax.testbed.tokenizer import build_tokenizer
+
+    t0 = time.perf_counter()
+    tokenizer = build_tokenizer()
+    splits = puzzle_splits(cfg)
+    snapshots = dict(snapshots or {})
+
+    def on_snapshot(steps, model, stats):
+        _write(snapshots[steps], model, tokenizer, splits, dataclasses.replace(cfg, steps=steps),
+               dict(stats, snapshot_of=cfg.steps), verbose)
+
+    model, stats = train(cfg, tokenizer, splits["warmstart"], verbose=verbose, on_snapshot=on_snapshot,
+                         snapshot_steps=tuple(snapshots))
+    stats = _write(out_dir, model, tokenizer, splits, cfg, stats, verbose)
+    stats["total_seconds"] = time.perf_counter() - t0
+    with open(os.path.join(out_dir, "warmstart.json"), "w") as f:
+        json.dump(stats, f, indent=1)
     return stats
 
 
@@ -244,15 +277,30 @@ def is_complete(out_dir: str) -> bool:
     return all(os.path.exists(p) for p in need)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Recreates the testbed base checkpoint (supervised warm start).")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=WarmStartConfig.seed)
-    p.add_argument("--steps", type=int, default=WarmStartConfig.steps)
-    args = p.parse_args(argv)
-    warm_start(args.out, WarmStartConfig(seed=args.seed, steps=args.steps))
-    return 0
+def cli() -> None:
+    """``python -m rlvr_jax.testbed.warmstart --out DIR [--config=configs/demo.py:MODE --config.warmstart.steps=N]``:
+    recreates the base checkpoint from the ``warmstart`` fields of the testbed config (absl flags +
+    ConfigDict, as :mod:`rlvr_jax.demo`)."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    from rlvr_jax.config.overrides import exit_on_unknown_overrides
+
+    exit_on_unknown_overrides()
+    config_flags.DEFINE_config_file("config", None, "testbed config, configs/demo.py[:mode] (default: demo)",
+                                    lock_config=True)
+    flags.DEFINE_string("out", None, "output directory", required=True)
+
+    def main(argv) -> None:
+        del argv
+        from rlvr_jax.testbed.config import from_config, get_config
+
+        cfg = flags.FLAGS.config
+        exp, _ = from_config(cfg if cfg is not None else get_config("demo"))
+        warm_start(flags.FLAGS.out, exp.warmstart)
+
+    app.run(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
