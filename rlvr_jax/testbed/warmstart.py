@@ -108,15 +108,15 @@ def encode_examples(puzzles, tokenizer) -> list[list[int]]:
 
 
 def make_batch(prompts, responses, eos_id: int, pad_id: int, bucket: int) -> dict[str, np.ndarray]:
-    """The trainer's layout (:func:`rlvr_jax.learner.pack_sequences`: left-padded prompts, right-padded
+    """The trainer's layout (:func:`rlvr_jax.batch.pack_sequences`: left-padded prompts, right-padded
     responses, EOS appended) joined into one ``ids``/``attention_mask`` row per example, with ``loss_mask`` 1 on
     the response tokens (EOS included)."""
-    from rlvr_jax.learner import pack_sequences
+    from rlvr_jax.batch import pack_sequences
 
     b = pack_sequences(prompts, [list(r) + [eos_id] for r in responses], bucket, pad_id=pad_id)
-    ids = np.concatenate([b["prompt_ids"], b["response_ids"]], axis=1)
-    att = np.concatenate([b["prompt_mask"], b["response_mask"].astype(np.int32)], axis=1)
-    loss = np.concatenate([np.zeros(b["prompt_mask"].shape, np.float32), b["response_mask"]], axis=1)
+    ids = np.concatenate([b.prompt_ids, b.response_ids], axis=1)
+    att = np.concatenate([b.prompt_mask, b.response_mask.astype(np.int32)], axis=1)
+    loss = np.concatenate([np.zeros(b.prompt_mask.shape, np.float32), b.response_mask], axis=1)
     return {"ids": ids, "attention_mask": att, "loss_mask": loss}
 
 
