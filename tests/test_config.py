@@ -12,7 +12,7 @@ from rlvr_jax.config.presets import ALGORITHMS, experiment, set_algorithm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/eval.py is the evaluator's config (rlvr_jax/evaluation/cli_config.py, tests/test_cli.py); the rest train.
-CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if os.path.basename(p) != "eval.py")
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if os.path.basename(p) not in ("eval.py", "demo.py"))  # not training configs
 
 
 def load(path, arg=None):
