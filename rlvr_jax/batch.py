@@ -10,7 +10,8 @@ The batch is a ``flax.struct`` dataclass, i.e. a pytree: the same value is a hos
 (the learner places every leaf on the mesh) and a jit argument. Fields that are not set are ``None`` (no leaf),
 so a batch without a reference model or critic compiles without those inputs.
 
-One home each for: packing (:func:`pack_sequences`), row padding (:func:`pad_rows`), row selection
+One home each for: packing (:func:`pack_sequences`), prompt left-padding (:func:`left_pad`, also used by the
+samplers), row padding (:func:`pad_rows`), row selection
 (:func:`take_rows`), micro-batching (:func:`micro_batches`) and the masked token mean (:func:`token_mean`). The host gather of a
 (possibly multi-host sharded) device array is :func:`rlvr_jax.sharding.to_host`.
 """
@@ -77,6 +78,23 @@ def round_up(x: int, multiple: int) -> int:
     return max(multiple, int(math.ceil(x / multiple)) * multiple)
 
 
+def left_pad(seqs, length: int, pad_id: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, mask)`` of shape ``[rows, length]`` (rows defaults to ``len(seqs)``): each sequence right-aligned
+    (left-padded with ``pad_id``), mask 1 on its tokens. Rows past ``len(seqs)`` are padding rows holding one
+    dummy real token in the last position, so no attention row is empty (their outputs are discarded).
+    The one prompt-padding helper of the trainer and both sampler schedulers."""
+    rows = len(seqs) if rows is None else rows
+    ids, mask = np.full((rows, length), pad_id, np.int32), np.zeros((rows, length), np.int32)
+    for i, p in enumerate(seqs):
+        if len(p) > length:
+            raise ValueError(f"sequence {i} has {len(p)} tokens, more than the padded length {length}")
+        if len(p):
+            ids[i, length - len(p):] = p
+            mask[i, length - len(p):] = 1
+    mask[len(seqs):, -1] = 1
+    return ids, mask
+
+
 def pack_sequences(prompts, responses, length_bucket: int, pad_id: int = 0) -> TrainBatch:
     """Left-pads prompts and right-pads responses to bucketed lengths (numpy; see the module docstring)."""
     if len(prompts) != len(responses):
@@ -84,13 +102,12 @@ def pack_sequences(prompts, responses, length_bucket: int, pad_id: int = 0) -> T
     n = len(prompts)
     P = round_up(max((len(p) for p in prompts), default=1), length_bucket)
     R = round_up(max((len(r) for r in responses), default=1), length_bucket)
-    pid, pm = np.full((n, P), pad_id, np.int32), np.zeros((n, P), np.int32)
-    rid, rm = np.full((n, R), pad_id, np.int32), np.zeros((n, R), np.float32)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    for i, p in enumerate(prompts):
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty")
-        pid[i, P - len(p):] = p
-        pm[i, P - len(p):] = 1
+    pid, pm = left_pad(prompts, P, pad_id)
+    rid, rm = np.full((n, R), pad_id, np.int32), np.zeros((n, R), np.float32)
+    for i, r in enumerate(responses):
         rid[i, :len(r)] = r
         rm[i, :len(r)] = 1
     return TrainBatch(prompt_ids=pid, prompt_mask=pm, response_ids=rid, response_mask=rm)

@@ -7,7 +7,6 @@ program on ``--tests`` tests per run, with ``--workers`` workers, and prints pro
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import tempfile
@@ -98,13 +97,18 @@ def throughput(workers: int, tests: int, repeats: int = 1) -> dict:
     return out
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hostile", action="store_true")
-    ap.add_argument("--throughput", action="store_true")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--tests", type=int, default=10, help="tests per LCB-style run (throughput)")
-    args = ap.parse_args(argv)
+def _define_flags() -> None:
+    from absl import flags
+    flags.DEFINE_bool("hostile", False, "run the hostile-program table (sandbox escapes, resource limits)")
+    flags.DEFINE_bool("throughput", False, "time LCB-style grading jobs")
+    flags.DEFINE_integer("workers", 1, "grader workers (throughput)")
+    flags.DEFINE_integer("tests", 10, "tests per LCB-style run (throughput)")
+
+
+def main(argv) -> None:
+    del argv
+    from absl import flags
+    args = flags.FLAGS
     if args.hostile:
         from rlvr_jax.rewards.pool import GraderPool
         from rlvr_jax.rewards.sandbox import SandboxConfig
@@ -125,8 +129,11 @@ def main(argv=None):
 
 
 def cli() -> None:
-    """``python -m rlvr_jax.rewards.code_bench`` (a measurement script: argparse flags, no config)."""
-    main()
+    """``python -m rlvr_jax.rewards.code_bench [--hostile] [--throughput --workers N --tests T]`` (a measurement
+    script: absl flags, no config)."""
+    from absl import app
+    _define_flags()
+    app.run(main)
 
 
 if __name__ == "__main__":

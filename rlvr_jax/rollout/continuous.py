@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rlvr_jax.batch import left_pad
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.sharding import to_host
 
@@ -127,14 +128,9 @@ class ContinuousScheduler:
     def _queue(self, prompts, row_ids, caps, first, Qc, P):
         """Host arrays of requests ``[first, first + Qc)`` (left-padded; rows past the end are padding)."""
         q_len = min(Qc, len(prompts) - first)
-        tokens = np.full((Qc, P), self.s.pad_id, np.int32)
-        mask = np.zeros((Qc, P), np.int32)
-        mask[q_len:, -1] = 1  # padding rows: one dummy real token keeps their (discarded) attention finite
+        tokens, mask = left_pad(prompts[first:first + q_len], P, self.s.pad_id, Qc)
         rows, req, budget = np.zeros((Qc,), np.int32), np.zeros((Qc,), np.int32), np.ones((Qc,), np.int32)
         for i in range(q_len):
-            p = prompts[first + i]
-            tokens[i, P - len(p):] = p
-            mask[i, P - len(p):] = 1
             rows[i], req[i], budget[i] = row_ids[first + i], first + i, caps[first + i]
         return tuple(self.s.rows.replicated(x) for x in (tokens, mask, rows, req, budget)), q_len
 

@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rlvr_jax.batch import left_pad
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlvr_jax.rollout.buckets import check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
@@ -284,12 +285,7 @@ class JaxSampler(RolloutEngine):
         rows = len(prompts)
         batch = pick_bucket(rows, self.batch_buckets, "batch rows")
         plen = pick_bucket(max(len(p) for p in prompts), self.prompt_buckets, "prompt length")
-        tokens = np.full((batch, plen), self.pad_id, np.int32)
-        mask = np.zeros((batch, plen), np.int32)
-        for i, p in enumerate(prompts):
-            tokens[i, plen - len(p):] = p
-            mask[i, plen - len(p):] = 1
-        mask[rows:, -1] = 1  # padding rows: one dummy real token (keeps attention finite), finished from the start
+        tokens, mask = left_pad(prompts, plen, self.pad_id, batch)  # padding rows are finished from the start
         ids = np.zeros((batch,), np.int32)
         ids[:rows] = row_ids
         done = np.zeros((batch,), bool)
