@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_vllm_engine import LOGP_TOL, PROMPTS, policy  # noqa: E402,F401  (policy: the module fixture)
+from test_vllm_engine import LOGP_TOL, PROMPTS, policy, start_engine  # noqa: E402,F401  (policy: the module fixture)
 
 from rlvr_jax.rollout.base import SamplingParams  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bf16_engine(policy, tmp_path_factory):  # noqa: F811
-    from rlvr_jax.rollout.vllm_engine import VLLMEngine
-
-    logdir = tmp_path_factory.mktemp("vllm_bf16_logs")
-    t0 = time.perf_counter()
-    eng = VLLMEngine(policy[0], sync_root=logdir / "sync", dtype="bfloat16", max_model_len=256,
-                     enforce_eager=True, log_path=str(logdir / "server.log"), max_retries=2, backoff_s=0.2,
-                     startup_timeout_s=300)
-    print(f"\nvLLM bf16 server start: {time.perf_counter() - t0:.1f} s")
+    eng = start_engine(policy[0], tmp_path_factory, "bfloat16")
     yield eng
     eng.close()
 

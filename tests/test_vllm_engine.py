@@ -46,16 +46,22 @@ def policy(tmp_path_factory):
     return out, model
 
 
-@pytest.fixture(scope="module")
-def engine(policy, tmp_path_factory):
+def start_engine(hf_dir, tmp_path_factory, dtype: str):
+    """A vLLM server for the module's tiny policy (eager, 256 tokens, quick retries), its log in a fresh dir."""
     from rlvr_jax.rollout.vllm_engine import VLLMEngine
 
-    logdir = tmp_path_factory.mktemp("vllm_logs")
+    logdir = tmp_path_factory.mktemp(f"vllm_{dtype}_logs")
     t0 = time.perf_counter()
-    eng = VLLMEngine(policy[0], sync_root=logdir / "sync", dtype="float32", max_model_len=256,
+    eng = VLLMEngine(hf_dir, sync_root=logdir / "sync", dtype=dtype, max_model_len=256,
                      enforce_eager=True, log_path=str(logdir / "server.log"), max_retries=2, backoff_s=0.2,
                      startup_timeout_s=300)
-    print(f"\nvLLM server start: {time.perf_counter() - t0:.1f} s (log {logdir / 'server.log'})")
+    print(f"\nvLLM {dtype} server start: {time.perf_counter() - t0:.1f} s (log {logdir / 'server.log'})")
+    return eng
+
+
+@pytest.fixture(scope="module")
+def engine(policy, tmp_path_factory):
+    eng = start_engine(policy[0], tmp_path_factory, "float32")
     yield eng
     eng.close()
 
