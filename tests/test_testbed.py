@@ -140,6 +140,27 @@ def test_warmstart_targets_are_distinct_correct_and_flawed():
         WarmStartConfig(flawed_share=1.0)
 
 
+def test_warmstart_corpus_shows_rare_strategies_at_their_weight():
+    from rlvr_jax.testbed.warmstart import WarmStartConfig, draw_example, sft_targets
+
+    puzzles = T.split_problems({"w": 400}, seed=3)["w"]
+
+    def share(cfg, draws=20000):
+        targets = sft_targets(puzzles, cfg, random.Random(0))
+        rng = random.Random(1)
+        return np.mean([T.strategy(draw_example(rng, targets, cfg)[1]) == "product_minus" for _ in range(draws)])
+
+    natural = share(WarmStartConfig(rare_strategies=("product_minus",), rare_weight=1.0))
+    assert natural == pytest.approx(share(WarmStartConfig(rare_strategies=())), abs=0.01) and natural > 0.05
+    w = 0.05
+    expected = w * natural / (1 - natural + w * natural)
+    assert share(WarmStartConfig(rare_strategies=("product_minus",), rare_weight=w)) == pytest.approx(expected, abs=0.005)
+    with pytest.raises(ValueError, match="rare_strategies"):
+        WarmStartConfig(rare_strategies=("division",))
+    with pytest.raises(ValueError, match="rare_weight"):
+        WarmStartConfig(rare_weight=0.0)
+
+
 def test_testbed_config_validates(tmp_path):
     from rlvr_jax.config import validate_config
     from rlvr_jax.testbed.experiment import rl_config

@@ -82,3 +82,29 @@ def test_ops_subset_spec_and_validation():
     a = T.split_problems({"h": 10, "r": -1}, seed=0, spec=T.TaskSpec(ops="+*"))
     assert all(p.ops == "+*" and T.solutions(p) for ps in a.values() for p in ps)
     assert sum(len(v) for v in a.values()) == len(T.puzzle_space(T.TaskSpec(ops="+*")))
+
+
+def test_strategies_are_operator_patterns_up_to_commutation():
+    assert T.strategy("3*8+6") == T.strategy("6+3*8") == "product_plus"
+    assert T.strategy("3*8-6") == "product_minus" and T.strategy("6-3*8") == "minus_product"
+    assert T.strategy("3+8-6") == T.strategy("3-8+6") == "add_subtract"
+    assert {T.strategy(e) for e in T.all_expressions((3, 8, 6))} == set(T.STRATEGIES.values())
+    with pytest.raises(ValueError, match="three-number"):
+        T.strategy("3+8")
+    # commuting the numbers of an expression keeps its strategy and its value
+    for e in T.all_expressions((2, 5, 9)):
+        nums, ops = T.split_expression(e)
+        if ops == ["*", "+"]:
+            swapped = f"{nums[2]}+{nums[0]}*{nums[1]}"
+            assert T.strategy(swapped) == T.strategy(e) and T.evaluate_expression(swapped) == T.evaluate_expression(e)
+
+
+def test_needs_only_marks_the_puzzles_one_strategy_alone_solves():
+    space = T.puzzle_space()
+    rng = random.Random(4)
+    for nums, t in rng.sample(space, 150):
+        p = T.Puzzle(nums, t)
+        strategies = {T.strategy(e) for e in T.solutions(p)}
+        assert T.needs_only(p, ("product_minus",)) == (strategies == {"product_minus"})
+        assert T.needs_only(p, strategies) and not T.needs_only(p, ())
+    assert T.needs_only(T.Puzzle((7, 8, 3), 53), ("product_minus",))  # 7*8-3, 8*7-3 only

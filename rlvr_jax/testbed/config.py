@@ -28,7 +28,7 @@ MODES = ("", "demo", "quick", "study", "sweep")
 class SweepConfig:
     """The prior-strength sweep: one base per warm-start length (more supervised steps = a stronger prior)."""
 
-    warmstart_steps: tuple[int, ...] = (150, 300, 600)
+    warmstart_steps: tuple[int, ...] = (300, 600, 900)
     seed: int = 0
 
     def __post_init__(self):

@@ -185,6 +185,22 @@ def run_seed(cfg: ExperimentConfig, seed: int, tokenizer, heldout, pool, evals: 
                       f"token entropy {e['token_entropy']:.3f} (train {timings[f'seed{seed}/train_{algo}']:.0f}s)")
 
 
+def base_properties(cfg: ExperimentConfig, heldout, runs: dict) -> dict:
+    """Per seed, the base's measured properties (:func:`rlvr_jax.testbed.properties.base_properties`) from
+    its evaluation records, and the largest training fully-solved ratio of any run."""
+    from rlvr_jax.evaluation import records as rec
+    from rlvr_jax.testbed import properties as P
+
+    out = {}
+    for seed in cfg.seeds:
+        path = os.path.join(cfg.out_dir, f"seed{seed}", "eval", "base", "heldout", "samples.jsonl")
+        out[str(seed)] = P.base_properties(rec.read_records(path), list(heldout)[:cfg.eval_problems], cfg.eval_n,
+                                           cfg.warmstart.rare_strategies)
+    fully = [R.metric(r, "train/fully_solved_ratio") for rs in runs.values() for rows in rs for r in rows]
+    fully = [v for v in fully if v is not None]
+    return {"per_seed": out, "train_fully_solved_max": max(fully) if fully else None}
+
+
 def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
     """Runs the whole pipeline (module docstring) and returns the summary dict."""
     from transformers import AutoTokenizer
@@ -205,7 +221,8 @@ def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
         for seed in cfg.seeds:
             run_seed(cfg, seed, tokenizer, heldout, pool, evals, runs, timings, verbose)
     report = os.path.join(cfg.out_dir, "report")
+    props = base_properties(cfg, heldout, runs)
     timings["total"] = time.perf_counter() - t0
-    summary = R.write_report(report, evals, runs, default_ks(cfg.eval_n), cfg, timings, warm_stats)
+    summary = R.write_report(report, evals, runs, default_ks(cfg.eval_n), cfg, timings, warm_stats, props)
     _log(verbose, f"report: {os.path.abspath(report)} ({timings['total']:.0f}s)")
     return summary

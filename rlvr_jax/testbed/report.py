@@ -6,6 +6,7 @@
     per_seed.md           every seed's pass@1 / pass@n / greedy accuracy / token entropy
     pass_at_k.png         pass@k curves of base and every algorithm (mean over seeds)
     training_curves.png   token entropy, correct ratio, fully-solved ratio, held-out greedy accuracy over steps
+    base_properties.md    the base's measured properties against the testbed's criteria (per seed)
     summary.md / .json    headline numbers (deltas against the base) and timings
 """
 from __future__ import annotations
@@ -137,9 +138,32 @@ def tables(agg: dict, evals: dict[str, list[dict]], runs: dict, ks, seeds) -> di
     return {"pass_at_k": pk, "metrics": metrics, "per_seed": per_seed, "training": training}
 
 
+def properties_md(props: dict) -> str:
+    """``base_properties.md``: per seed, the base's criteria table and its rare-only / other split."""
+    from rlvr_jax.testbed.properties import criteria_table
+
+    out = ["## The base before any RL (held-out evaluation records)", ""]
+    for seed, p in props["per_seed"].items():
+        n = p["n"]
+        out += [f"### seed {seed}", "", criteria_table(p, props.get("train_fully_solved_max")),
+                f"Never solved in {n} samples: {100 * p['never_solved']:.1f}% of puzzles; always solved: "
+                f"{100 * p['always_solved']:.1f}%; solved puzzles with >= 2 distinct correct answers: "
+                f"{100 * p['solved_with_2plus_distinct']:.1f}%; near misses: median distance to the target "
+                f"{p['near_miss_median_distance']}, {100 * (p['near_miss_within_5'] or 0):.1f}% within 5."]
+        for part in ("rare_only", "other"):
+            if p.get(part):
+                q = p[part]
+                out.append(f"- {part.replace('_', '-')} puzzles ({q['puzzles']}): pass@1 {100 * q['pass@1']:.1f}%, "
+                           f"pass@{n} {100 * q[f'pass@{n}']:.1f}%")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def write_report(report_dir: str, evals: dict[str, list[dict]], runs: dict, ks, cfg, timings: dict,
-                 warm_stats: dict) -> dict:
-    """The report files of the module docstring; returns the summary dict (also ``summary.json``)."""
+                 warm_stats: dict, props: dict | None = None) -> dict:
+    """The report files of the module docstring; returns the summary dict (also ``summary.json``).
+    ``props``: the base's measured properties (:func:`rlvr_jax.testbed.experiment.base_properties`), written
+    to ``base_properties.md``."""
     from rlvr_jax.evaluation.plots import plot_pass_at_k
 
     os.makedirs(report_dir, exist_ok=True)
@@ -155,6 +179,9 @@ def write_report(report_dir: str, evals: dict[str, list[dict]], runs: dict, ks, 
     with open(os.path.join(report_dir, "per_seed.md"), "w") as f:
         f.write(f"## per seed: pass@1 / pass@{ks[-1]} / greedy accuracy (%) / token entropy\n\n{tab['per_seed']}\n"
                 f"## training rollouts (mean over seeds)\n\n{tab['training']}")
+    if props:
+        with open(os.path.join(report_dir, "base_properties.md"), "w") as f:
+            f.write(properties_md(props))
     plot_training_curves(runs, os.path.join(report_dir, "training_curves.png"))
     plot_pass_at_k({LABELS.get(n, n): {f"held-out, {seeds_note}": {k: agg[n][f"pass@{k}"][0] for k in ks}}
                     for n in agg}, os.path.join(report_dir, "pass_at_k.png"))
@@ -174,6 +201,7 @@ def write_report(report_dir: str, evals: dict[str, list[dict]], runs: dict, ks, 
     with open(os.path.join(report_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     summary = {"config": dataclasses.asdict(cfg), "ks": list(ks), "heldout": agg, "per_seed": evals,
+               "base_properties": props,
                "timings_s": timings, "warmstart": {k: warm_stats.get(k) for k in
                                                    ("num_params", "warmstart_set", "total_seconds")}}
     with open(os.path.join(report_dir, "summary.json"), "w") as f:

@@ -101,6 +101,20 @@ def evaluate_expression(expr: str) -> int:
     return total
 
 
+# Solution strategies: the operator pattern of an expression up to commutation ("3*8+6" and "6+3*8" are one
+# strategy, "a*b-c" and "c-a*b" are two).
+STRATEGIES = {"++": "sum", "**": "product", "*+": "product_plus", "+*": "product_plus", "*-": "product_minus",
+              "-*": "minus_product", "+-": "add_subtract", "-+": "add_subtract", "--": "subtract_twice"}
+
+
+def strategy(expr: str) -> str:
+    """The strategy of a three-number expression (:data:`STRATEGIES`): ``"6+3*8"`` -> ``"product_plus"``."""
+    ops = "".join(split_expression(expr)[1])
+    if ops not in STRATEGIES:
+        raise ValueError(f"strategy: {expr!r} is not a three-number expression over + - *")
+    return STRATEGIES[ops]
+
+
 def split_expression(expr: str) -> tuple[list[int], list[str]]:
     """``"3*8+6"`` -> ``([3, 8, 6], ["*", "+"])`` (non-negative integer operands, binary ``+ - *``)."""
     parts = re.split(r"([+*-])", expr)
@@ -147,6 +161,13 @@ def solutions(puzzle: Puzzle) -> list[str]:
 def wrong_expressions(puzzle: Puzzle) -> list[str]:
     """Expressions over the puzzle's numbers that miss the target (the flawed attempts)."""
     return sorted(e for e in all_expressions(puzzle.numbers, puzzle.ops) if evaluate_expression(e) != puzzle.target)
+
+
+def needs_only(puzzle: Puzzle, strategies: Iterable[str]) -> bool:
+    """True when every solution of ``puzzle`` uses one of ``strategies`` (e.g. ``("product_minus",)``: the
+    puzzles only ``a*b-c`` solves)."""
+    chosen = set(strategies)
+    return bool(chosen) and all(strategy(e) in chosen for e in solutions(puzzle))
 
 
 def puzzle_space(spec: TaskSpec = TaskSpec()) -> list[tuple[tuple[int, ...], int]]:

@@ -54,13 +54,17 @@ class WarmStartConfig:
     flawed_per_problem: int = 4
     flawed_share: float = 0.1
     # optimisation
-    steps: int = 600
+    steps: int = 900
     batch_size: int = 128
     lr: float = 5e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
     length_bucket: int = 32
     show_steps: bool = False         # True: answers write their arithmetic out first ("3*8=24,24+6=30 \\boxed{..}")
+    # a skewed strategy prior: "a*b-c" answers appear at 15% of their natural share of the corpus, so the
+    # puzzles only a*b-c solves (21% of the held-out set) are ones the base rarely solves
+    rare_strategies: tuple[str, ...] = ("product_minus",)  # task.STRATEGIES values shown rarely
+    rare_weight: float = 0.15        # ... at this fraction of their natural frequency
 
     def __post_init__(self):
         if not 0.0 <= self.flawed_share < 1.0:
@@ -70,6 +74,12 @@ class WarmStartConfig:
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"WarmStartConfig.warmup_steps must be in [0, steps = {self.steps}), got "
                              f"{self.warmup_steps}")
+        known = set(T.STRATEGIES.values())
+        if any(x not in known for x in self.rare_strategies):
+            raise ValueError(f"WarmStartConfig.rare_strategies must be from {sorted(known)}, got "
+                             f"{self.rare_strategies}")
+        if not 0.0 < self.rare_weight <= 1.0:
+            raise ValueError(f"WarmStartConfig.rare_weight must be in (0, 1], got {self.rare_weight}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"WarmStartConfig: steps and batch_size must be >= 1, got {self.steps}, "
                              f"{self.batch_size}")
@@ -99,6 +109,22 @@ def sft_targets(puzzles, cfg: WarmStartConfig, rng: random.Random) -> list[tuple
         out.append((rng.sample(sols, min(cfg.solutions_per_problem, len(sols))),
                     rng.sample(wrong, min(cfg.flawed_per_problem, len(wrong)))))
     return out
+
+
+def draw_example(rng: random.Random, targets, cfg: WarmStartConfig) -> tuple[int, str]:
+    """One ``(puzzle index, expression)`` of the warm-start corpus: a uniform puzzle, then one of its flawed
+    answers with probability ``flawed_share`` (else one of its correct ones); an answer whose strategy
+    (:func:`rlvr_jax.testbed.task.strategy`) is in ``rare_strategies`` is kept with probability
+    ``rare_weight``, else the whole draw is repeated, so those strategies make up about ``rare_weight`` of
+    their natural share of the corpus."""
+    rare = cfg.rare_strategies
+    while True:
+        i = rng.randrange(len(targets))
+        good, bad = targets[i]
+        pool = bad if (bad and (not good or rng.random() < cfg.flawed_share)) else good
+        expr = rng.choice(pool)
+        if not rare or T.strategy(expr) not in rare or rng.random() < cfg.rare_weight:
+            return i, expr
 
 
 def encode_examples(puzzles, tokenizer) -> list[list[int]]:
@@ -167,12 +193,9 @@ def train(cfg: WarmStartConfig, tokenizer, puzzles, log_every: int = 50, verbose
     losses = []
     t0 = time.perf_counter()
     for s in range(cfg.steps):
-        idx = [rng.randrange(len(puzzles)) for _ in range(cfg.batch_size)]
-        resp = []
-        for i in idx:
-            good, bad = targets[i]
-            pool = bad if (bad and rng.random() < cfg.flawed_share) else good
-            resp.append(ids_of(rng.choice(pool)))
+        draws = [draw_example(rng, targets, cfg) for _ in range(cfg.batch_size)]
+        idx = [i for i, _ in draws]
+        resp = [ids_of(e) for _, e in draws]
         batch = make_batch([prompts[i] for i in idx], resp, eos, pad, cfg.length_bucket)
         params, opt_state, loss = step(params, opt_state, {k: jnp.asarray(v) for k, v in batch.items()})
         if s % log_every == 0 or s == cfg.steps - 1:
