@@ -187,9 +187,9 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
     # ---- docs/testbed.md
     "python -m rlvr_jax.demo --quick --out DIR": Covered(
         "tests/test_testbed.py::test_quick_demo_writes_a_finite_report"),
-    "python -m rlvr_jax.demo --seeds 0,1,2": NotInCI("the 3-seed study (over an hour on 2 cores, docs/testbed.md); "
+    "python -m rlvr_jax.demo --seeds 0,1,2": NotInCI("the 3-seed study (18 min on 2 cores, docs/testbed.md); "
                                                      "its pipeline at quick sizes is the --quick demo in tests/test_testbed.py"),
-    "python -m rlvr_jax.demo --sweep prior": NotInCI("the prior-strength sweep (3 bases x 6 methods, hours on 2 cores); "
+    "python -m rlvr_jax.demo --sweep prior": NotInCI("the prior-strength sweep (3 bases x 6 methods, 20 min on 2 cores); "
                                                      "its bookkeeping, table and plot: tests/test_testbed_sweep.py"),
     "python -m rlvr_jax.demo --config=configs/demo.py:demo --config.lr=1e-4 --config.warmstart.steps=300": Covered(
         "tests/test_testbed_sweep.py::test_config_round_trip_overrides_and_errors"),  # the overrides; the run = make demo

@@ -212,3 +212,20 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
     md = (report / "pass_at_k.md").read_text()
     assert all(lab in md for lab in ("base", "PSR", "NSR", "W-REINFORCE", "GRPO", "GRPO-N"))
     assert (report / "per_seed.md").stat().st_size > 0
+    # the base's measured properties come from the evaluator's records and agree with its summary
+    props = s["base_properties"]["policies"]
+    assert set(props) == set(s["heldout"])
+    for name, per_seed in props.items():
+        p = per_seed["0"]
+        assert p["puzzles"] == 24 and p["n"] == 64
+        assert p["pass@1"] == pytest.approx(s["heldout"][name]["pass@1"][0], abs=1e-9), name
+        assert p["pass@64"] == pytest.approx(s["heldout"][name]["pass@64"][0], abs=1e-9), name
+        assert p["rare_only"]["puzzles"] + p["other"]["puzzles"] == 24
+    text = (report / "base_properties.md").read_text()
+    assert "| held-out pass@1 | 25-60% |" in text and "rare-only pass@64" in text
+    # the report rebuilt from the files on disk is the same report
+    from rlvr_jax.testbed.experiment import ExperimentConfig, rebuild_report
+
+    again = rebuild_report(ExperimentConfig.quick(out_dir=str(out), warm_dir=str(out / "warmstart")))
+    assert json.loads(json.dumps(again["heldout"])) == s["heldout"]
+    assert json.loads(json.dumps(again["base_properties"])) == s["base_properties"]

@@ -15,7 +15,8 @@ def _recs(pid, answers, puzzle):
 def test_base_properties_counts_against_hand_figures():
     a, b = T.Puzzle((3, 8, 6), 30), T.Puzzle((7, 8, 3), 59)
     probs = T.to_problems([a, b], "heldout")
-    # puzzle a: 2 correct (two distinct), 1 near miss 3+8+6 = 17 (distance 13), 1 unparseable
+    # puzzle a: 2 correct (two distinct), 1 near miss 3+8+6 = 17 (distance 13), 1 unparseable (a bare "9" is
+    # no expression either: tested below)
     # puzzle b: never solved; 7*8-3 = 53 (distance 6), 7+8+3 = 18 (distance 41), 9*9+9 uses other numbers
     recs = (_recs(probs[0].id, ["3*8+6", "6+3*8", "3+8+6", None], a)
             + _recs(probs[1].id, ["7*8-3", "7+8+3", "9*9+9", "7*8-3"], b)
@@ -41,5 +42,9 @@ def test_base_properties_counts_against_hand_figures():
     assert "| held-out pass@4 | <= 90% | 50.0% | yes |" in table
     assert "| unparseable answers | < 2% | 12.5% | **no** |" in table
     assert "(max over steps) | > 0 | 6.2% | yes |" in table
+    bare = [SampleRecord(probs[0].id, i, "sample", x, "incorrect", False, 3, "stop") for i, x in enumerate(["9", "3*"])]
+    two = P.base_properties(bare + [SampleRecord(probs[1].id, i, "sample", "7+8+3", "incorrect", False, 7, "stop")
+                                    for i in range(2)], probs, n=2)
+    assert two["unparseable"] == pytest.approx(2 / 4) and two["near_miss"] == pytest.approx(2 / 4)
     with pytest.raises(ValueError, match="expected 5"):
         P.base_properties(recs, probs, n=5)

@@ -185,20 +185,51 @@ def run_seed(cfg: ExperimentConfig, seed: int, tokenizer, heldout, pool, evals: 
                       f"token entropy {e['token_entropy']:.3f} (train {timings[f'seed{seed}/train_{algo}']:.0f}s)")
 
 
-def base_properties(cfg: ExperimentConfig, heldout, runs: dict) -> dict:
-    """Per seed, the base's measured properties (:func:`rlvr_jax.testbed.properties.base_properties`) from
-    its evaluation records, and the largest training fully-solved ratio of any run."""
+def policy_properties(cfg: ExperimentConfig, heldout, policies, runs: dict) -> dict:
+    """Per policy and seed, the measured properties (:func:`rlvr_jax.testbed.properties.base_properties`:
+    near misses, distinct answers, pass@k on the rare-only / other puzzles) from the evaluation records, and
+    the largest training fully-solved ratio of any run."""
     from rlvr_jax.evaluation import records as rec
     from rlvr_jax.testbed import properties as P
 
+    problems = list(heldout)[:cfg.eval_problems]
     out = {}
-    for seed in cfg.seeds:
-        path = os.path.join(cfg.out_dir, f"seed{seed}", "eval", "base", "heldout", "samples.jsonl")
-        out[str(seed)] = P.base_properties(rec.read_records(path), list(heldout)[:cfg.eval_problems], cfg.eval_n,
-                                           cfg.warmstart.rare_strategies)
+    for policy in policies:
+        for seed in cfg.seeds:
+            path = os.path.join(cfg.out_dir, f"seed{seed}", "eval", policy, "heldout", "samples.jsonl")
+            out.setdefault(policy, {})[str(seed)] = P.base_properties(
+                rec.read_records(path), problems, cfg.eval_n, cfg.warmstart.rare_strategies)
     fully = [R.metric(r, "train/fully_solved_ratio") for rs in runs.values() for rows in rs for r in rows]
     fully = [v for v in fully if v is not None]
-    return {"per_seed": out, "train_fully_solved_max": max(fully) if fully else None}
+    return {"policies": out, "train_fully_solved_max": max(fully) if fully else None}
+
+
+def rebuild_report(cfg: ExperimentConfig) -> dict:
+    """Writes ``<out>/report`` again from what a finished :func:`run_experiment` left on disk (evaluation
+    summaries and records, training metrics, the warm start's stats; timings from the previous report if
+    there is one), e.g. after the report code changed; returns the summary dict."""
+    from rlvr_jax.data import load_file
+    from rlvr_jax.evaluation.config import default_ks
+
+    evals: dict[str, list[dict]] = {}
+    runs: dict[str, list[list[dict]]] = {}
+    for seed in cfg.seeds:
+        sdir = os.path.join(cfg.out_dir, f"seed{seed}")
+        for policy in ("base",) + tuple(cfg.algorithms):
+            with open(os.path.join(sdir, "eval", policy, "summary.json")) as f:
+                evals.setdefault(policy, []).append(json.load(f)["heldout"])
+        for algo in cfg.algorithms:
+            runs.setdefault(algo, []).append(R.read_metrics(os.path.join(sdir, algo, "metrics.jsonl")))
+    with open(os.path.join(cfg.warm_dir, "warmstart.json")) as f:
+        warm_stats = json.load(f)
+    report = os.path.join(cfg.out_dir, "report")
+    timings = {}
+    if os.path.exists(os.path.join(report, "summary.json")):
+        with open(os.path.join(report, "summary.json")) as f:
+            timings = json.load(f).get("timings_s", {})
+    heldout = load_file(os.path.join(cfg.warm_dir, ws.DATA_DIR, "heldout.jsonl"), "heldout")
+    props = policy_properties(cfg, heldout, evals, runs)
+    return R.write_report(report, evals, runs, default_ks(cfg.eval_n), cfg, timings, warm_stats, props)
 
 
 def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
@@ -221,7 +252,7 @@ def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
         for seed in cfg.seeds:
             run_seed(cfg, seed, tokenizer, heldout, pool, evals, runs, timings, verbose)
     report = os.path.join(cfg.out_dir, "report")
-    props = base_properties(cfg, heldout, runs)
+    props = policy_properties(cfg, heldout, evals, runs)
     timings["total"] = time.perf_counter() - t0
     summary = R.write_report(report, evals, runs, default_ks(cfg.eval_n), cfg, timings, warm_stats, props)
     _log(verbose, f"report: {os.path.abspath(report)} ({timings['total']:.0f}s)")

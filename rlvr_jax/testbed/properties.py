@@ -26,7 +26,7 @@ import numpy as np
 
 from rlvr_jax.testbed import task as T
 
-_EXPR = re.compile(r"^\d+([+*-]\d+)*$")
+_EXPR = re.compile(r"^\d+([+*-]\d+)+$")
 
 
 def puzzle_of(problem) -> T.Puzzle:

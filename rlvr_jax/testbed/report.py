@@ -139,23 +139,33 @@ def tables(agg: dict, evals: dict[str, list[dict]], runs: dict, ks, seeds) -> di
 
 
 def properties_md(props: dict) -> str:
-    """``base_properties.md``: per seed, the base's criteria table and its rare-only / other split."""
+    """``base_properties.md``: per seed, the base's criteria table; then every policy's pass@k on the
+    rare-only and the other puzzles (mean ± std over seeds), when the base has rare strategies."""
     from rlvr_jax.testbed.properties import criteria_table
 
     out = ["## The base before any RL (held-out evaluation records)", ""]
-    for seed, p in props["per_seed"].items():
+    for seed, p in props["policies"]["base"].items():
         n = p["n"]
         out += [f"### seed {seed}", "", criteria_table(p, props.get("train_fully_solved_max")),
                 f"Never solved in {n} samples: {100 * p['never_solved']:.1f}% of puzzles; always solved: "
                 f"{100 * p['always_solved']:.1f}%; solved puzzles with >= 2 distinct correct answers: "
                 f"{100 * p['solved_with_2plus_distinct']:.1f}%; near misses: median distance to the target "
-                f"{p['near_miss_median_distance']}, {100 * (p['near_miss_within_5'] or 0):.1f}% within 5."]
-        for part in ("rare_only", "other"):
-            if p.get(part):
-                q = p[part]
-                out.append(f"- {part.replace('_', '-')} puzzles ({q['puzzles']}): pass@1 {100 * q['pass@1']:.1f}%, "
-                           f"pass@{n} {100 * q[f'pass@{n}']:.1f}%")
-        out.append("")
+                f"{p['near_miss_median_distance']}, {100 * (p['near_miss_within_5'] or 0):.1f}% within 5.", ""]
+    names = list(props["policies"])
+    first = next(iter(props["policies"]["base"].values()))
+    if first.get("rare_only"):
+        n = first["n"]
+        cols = [(part, k) for part in ("rare_only", "other") for k in (1, n)]
+        header = ["policy"] + [f"{part.replace('_', '-')} pass@{k} (%)" for part, k in cols] + [
+            "distinct correct per solved puzzle"]
+        rows = []
+        for name in names:
+            per = list(props["policies"][name].values())
+            rows.append([LABELS.get(name, name)] + [_fmt(*_mean_std([q[part][f"pass@{k}"] for q in per]))
+                                                    for part, k in cols]
+                        + [_fmt(*_mean_std([q["distinct_correct"] for q in per]), pct=False)])
+        out += [f"## pass@k on the rare-only puzzles ({first['rare_only']['puzzles']}, solved only by a rare "
+                f"strategy) and the other {first['other']['puzzles']}", "", markdown_table(header, rows)]
     return "\n".join(out) + "\n"
 
 
