@@ -12,8 +12,10 @@ Training data. For each warm-start puzzle a fixed set of up to ``solutions_per_p
 expressions (a random subset of all its solutions) and ``flawed_per_problem`` fixed wrong ones (they use the
 right numbers but miss the target). Each example is the ``plain``-template prompt followed by
 ``\boxed{<expression>}<|endoftext|>``; a batch draws puzzles uniformly and then a flawed response with
-probability ``flawed_share`` (else a correct one). The loss is the mean token cross-entropy of the response
-tokens (EOS included):
+probability ``flawed_share`` (else a correct one), and keeps an answer of a strategy in ``rare_strategies``
+(:data:`rlvr_jax.testbed.task.STRATEGIES`) only with probability ``rare_weight`` (else draws again): the base's
+prior on that strategy is weak, so the puzzles only it solves are ones the base rarely solves. The loss is
+the mean token cross-entropy of the response tokens (EOS included):
 
     L = - (1 / sum_i |y_i|) sum_i sum_t log p_theta(y_{i,t} | x_i, y_{i,<t})
 
