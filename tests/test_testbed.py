@@ -213,7 +213,7 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
     assert all(lab in md for lab in ("base", "PSR", "NSR", "W-REINFORCE", "GRPO", "GRPO-N"))
     assert (report / "per_seed.md").stat().st_size > 0
     # the base's measured properties come from the evaluator's records and agree with its summary
-    props = s["base_properties"]["policies"]
+    props = s["properties"]["policies"]
     assert set(props) == set(s["heldout"])
     for name, per_seed in props.items():
         p = per_seed["0"]
@@ -228,4 +228,4 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
 
     again = rebuild_report(ExperimentConfig.quick(out_dir=str(out), warm_dir=str(out / "warmstart")))
     assert json.loads(json.dumps(again["heldout"])) == s["heldout"]
-    assert json.loads(json.dumps(again["base_properties"])) == s["base_properties"]
+    assert json.loads(json.dumps(again["properties"])) == s["properties"]

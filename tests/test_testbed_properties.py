@@ -12,7 +12,7 @@ def _recs(pid, answers, puzzle):
             for i, a in enumerate(answers)]
 
 
-def test_base_properties_counts_against_hand_figures():
+def test_measured_properties_count_against_hand_figures():
     a, b = T.Puzzle((3, 8, 6), 30), T.Puzzle((7, 8, 3), 59)
     probs = T.to_problems([a, b], "heldout")
     # puzzle a: 2 correct (two distinct), 1 near miss 3+8+6 = 17 (distance 13), 1 unparseable (a bare "9" is
@@ -21,7 +21,7 @@ def test_base_properties_counts_against_hand_figures():
     recs = (_recs(probs[0].id, ["3*8+6", "6+3*8", "3+8+6", None], a)
             + _recs(probs[1].id, ["7*8-3", "7+8+3", "9*9+9", "7*8-3"], b)
             + [SampleRecord(probs[0].id, 0, "greedy", "3*8+6", "correct", True, 7, "stop")])
-    p = P.base_properties(recs, probs, n=4)
+    p = P.measure(recs, probs, n=4)
     assert p["puzzles"] == 2 and p["n"] == 4
     assert p["pass@1"] == pytest.approx((2 / 4 + 0) / 2)
     assert p["pass@4"] == pytest.approx(0.5) and p["never_solved"] == 0.5 and p["always_solved"] == 0.0
@@ -34,7 +34,7 @@ def test_base_properties_counts_against_hand_figures():
     c = T.Puzzle((3, 8, 6), 17)
     probs3 = T.to_problems([a, b, c], "heldout")
     recs3 = recs + _recs(probs3[2].id, ["3+8+6", "8+6+3", "3+8+6", "3*8-6"], c)
-    q = P.base_properties(recs3, probs3, n=4, rare_strategies=("product_plus",))
+    q = P.measure(recs3, probs3, n=4, rare_strategies=("product_plus",))
     assert q["rare_only"] == {"puzzles": 2, "pass@1": 0.25, "pass@4": 0.5}
     assert q["other"] == {"puzzles": 1, "pass@1": 0.75, "pass@4": 1.0} and "rare_only" not in p
     table = P.criteria_table(p, fully_solved_max=0.0625)
@@ -43,8 +43,8 @@ def test_base_properties_counts_against_hand_figures():
     assert "| unparseable answers | < 2% | 12.5% | **no** |" in table
     assert "(max over steps) | > 0 | 6.2% | yes |" in table
     bare = [SampleRecord(probs[0].id, i, "sample", x, "incorrect", False, 3, "stop") for i, x in enumerate(["9", "3*"])]
-    two = P.base_properties(bare + [SampleRecord(probs[1].id, i, "sample", "7+8+3", "incorrect", False, 7, "stop")
+    two = P.measure(bare + [SampleRecord(probs[1].id, i, "sample", "7+8+3", "incorrect", False, 7, "stop")
                                     for i in range(2)], probs, n=2)
     assert two["unparseable"] == pytest.approx(2 / 4) and two["near_miss"] == pytest.approx(2 / 4)
     with pytest.raises(ValueError, match="expected 5"):
-        P.base_properties(recs, probs, n=5)
+        P.measure(recs, probs, n=5)

@@ -186,7 +186,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, tokenizer, heldout, pool, evals: 
 
 
 def policy_properties(cfg: ExperimentConfig, heldout, policies, runs: dict) -> dict:
-    """Per policy and seed, the measured properties (:func:`rlvr_jax.testbed.properties.base_properties`:
+    """Per policy and seed, the measured properties (:func:`rlvr_jax.testbed.properties.measure`:
     near misses, distinct answers, pass@k on the rare-only / other puzzles) from the evaluation records, and
     the largest training fully-solved ratio of any run."""
     from rlvr_jax.evaluation import records as rec
@@ -197,7 +197,7 @@ def policy_properties(cfg: ExperimentConfig, heldout, policies, runs: dict) -> d
     for policy in policies:
         for seed in cfg.seeds:
             path = os.path.join(cfg.out_dir, f"seed{seed}", "eval", policy, "heldout", "samples.jsonl")
-            out.setdefault(policy, {})[str(seed)] = P.base_properties(
+            out.setdefault(policy, {})[str(seed)] = P.measure(
                 rec.read_records(path), problems, cfg.eval_n, cfg.warmstart.rare_strategies)
     fully = [R.metric(r, "train/fully_solved_ratio") for rs in runs.values() for rows in rs for r in rows]
     fully = [v for v in fully if v is not None]

@@ -1,6 +1,6 @@
-"""The base model's measured properties against the testbed's criteria, from the evaluator's own records.
+"""A policy's measured properties (the base's against the testbed's criteria), from the evaluator's records.
 
-:func:`base_properties` reads ``samples.jsonl`` of one evaluation (:mod:`rlvr_jax.evaluation.records`: the
+:func:`measure` reads ``samples.jsonl`` of one evaluation (:mod:`rlvr_jax.evaluation.records`: the
 extracted answer and the grade of every sample) and the held-out puzzles, and counts what the testbed asks
 of a base before any RL (docs/testbed.md):
 
@@ -40,7 +40,7 @@ def _expression(text) -> str | None:
     return s if _EXPR.match(s) else None
 
 
-def base_properties(records, problems, n: int, rare_strategies=()) -> dict:
+def measure(records, problems, n: int, rare_strategies=()) -> dict:
     """The module docstring's figures from ``records`` (the ``kind == "sample"`` records of one evaluation)
     and the evaluated ``problems``."""
     from rlvr_jax.metrics import mean_pass_at_k
@@ -51,12 +51,12 @@ def base_properties(records, problems, n: int, rare_strategies=()) -> dict:
             by_id.setdefault(r.problem_id, []).append(r)
     puzzles = {p.id: puzzle_of(p) for p in problems if p.id in by_id}
     if not puzzles:
-        raise ValueError("base_properties: no sample records for the given problems")
+        raise ValueError("measure: no sample records for the given problems")
     correct, distinct, unparsed, wrong_total, wrong_near, dist, rare_only = [], [], 0, 0, 0, [], []
     for pid, puz in puzzles.items():
         recs = by_id[pid]
         if len(recs) != n:
-            raise ValueError(f"base_properties: problem {pid} has {len(recs)} samples, expected {n}")
+            raise ValueError(f"measure: problem {pid} has {len(recs)} samples, expected {n}")
         numbers = sorted(puz.numbers)
         correct.append(sum(bool(r.correct) for r in recs))
         sols = {r.extracted.replace(" ", "") for r in recs if r.correct and r.extracted}

@@ -6,7 +6,8 @@
     per_seed.md           every seed's pass@1 / pass@n / greedy accuracy / token entropy
     pass_at_k.png         pass@k curves of base and every algorithm (mean over seeds)
     training_curves.png   token entropy, correct ratio, fully-solved ratio, held-out greedy accuracy over steps
-    base_properties.md    the base's measured properties against the testbed's criteria (per seed)
+    base_properties.md    the base's measured properties against the testbed's criteria (per seed), and every
+                          policy's pass@k on the rare-only / other puzzles
     summary.md / .json    headline numbers (deltas against the base) and timings
 """
 from __future__ import annotations
@@ -172,8 +173,8 @@ def properties_md(props: dict) -> str:
 def write_report(report_dir: str, evals: dict[str, list[dict]], runs: dict, ks, cfg, timings: dict,
                  warm_stats: dict, props: dict | None = None) -> dict:
     """The report files of the module docstring; returns the summary dict (also ``summary.json``).
-    ``props``: the base's measured properties (:func:`rlvr_jax.testbed.experiment.base_properties`), written
-    to ``base_properties.md``."""
+    ``props``: every policy's measured properties (:func:`rlvr_jax.testbed.experiment.policy_properties`),
+    written to ``base_properties.md``."""
     from rlvr_jax.evaluation.plots import plot_pass_at_k
 
     os.makedirs(report_dir, exist_ok=True)
@@ -211,7 +212,7 @@ def write_report(report_dir: str, evals: dict[str, list[dict]], runs: dict, ks, 
     with open(os.path.join(report_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     summary = {"config": dataclasses.asdict(cfg), "ks": list(ks), "heldout": agg, "per_seed": evals,
-               "base_properties": props,
+               "properties": props,
                "timings_s": timings, "warmstart": {k: warm_stats.get(k) for k in
                                                    ("num_params", "warmstart_set", "total_seconds")}}
     with open(os.path.join(report_dir, "summary.json"), "w") as f:
