@@ -108,3 +108,8 @@ def test_needs_only_marks_the_puzzles_one_strategy_alone_solves():
         assert T.needs_only(p, ("product_minus",)) == (strategies == {"product_minus"})
         assert T.needs_only(p, strategies) and not T.needs_only(p, ())
     assert T.needs_only(T.Puzzle((7, 8, 3), 53), ("product_minus",))  # 7*8-3, 8*7-3 only
+
+
+def test_from_problem_inverts_to_problem():
+    for p in T.split_problems({"h": 30}, seed=5)["h"]:
+        assert T.from_problem(T.to_problem(p, "x")) == p

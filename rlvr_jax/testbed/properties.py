@@ -19,25 +19,20 @@ unparseable, a fully-solved ratio above zero in training).
 """
 from __future__ import annotations
 
-import re
 import statistics
 
 import numpy as np
 
 from rlvr_jax.testbed import task as T
 
-_EXPR = re.compile(r"^\d+([+*-]\d+)+$")
-
-
-def puzzle_of(problem) -> T.Puzzle:
-    """The :class:`~rlvr_jax.testbed.task.Puzzle` of a held-out :class:`rlvr_jax.data.Problem`."""
-    meta = problem.metadata["entry"]["metadata"]
-    return T.Puzzle(tuple(int(x) for x in meta["numbers"]), int(meta["target"]))
-
-
 def _expression(text) -> str | None:
+    """``text`` without spaces when it is an expression :func:`rlvr_jax.testbed.task.split_expression` reads."""
     s = (text or "").replace(" ", "")
-    return s if _EXPR.match(s) else None
+    try:
+        T.split_expression(s)
+    except ValueError:
+        return None
+    return s
 
 
 def measure(records, problems, n: int, rare_strategies=()) -> dict:
@@ -49,7 +44,7 @@ def measure(records, problems, n: int, rare_strategies=()) -> dict:
     for r in records:
         if r.kind == "sample":
             by_id.setdefault(r.problem_id, []).append(r)
-    puzzles = {p.id: puzzle_of(p) for p in problems if p.id in by_id}
+    puzzles = {p.id: T.from_problem(p) for p in problems if p.id in by_id}
     if not puzzles:
         raise ValueError("measure: no sample records for the given problems")
     correct, distinct, unparsed, wrong_total, wrong_near, dist, rare_only = [], [], 0, 0, 0, [], []

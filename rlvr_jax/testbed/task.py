@@ -217,6 +217,12 @@ def to_problem(puzzle: Puzzle, pid: str, source: str = "testbed"):
                    metadata={"entry": entry})
 
 
+def from_problem(problem) -> Puzzle:
+    """The :class:`Puzzle` a :func:`to_problem` problem was made from (numbers in the order shown)."""
+    meta = problem.metadata["entry"]["metadata"]
+    return Puzzle(tuple(int(x) for x in meta["numbers"]), int(meta["target"]))
+
+
 def to_problems(puzzles: Iterable[Puzzle], prefix: str) -> list:
     return [to_problem(p, f"{prefix}-{i}", source=prefix) for i, p in enumerate(puzzles)]
 
