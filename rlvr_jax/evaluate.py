@@ -40,7 +40,7 @@ def load_policy(checkpoint: str, dtype: str):
 
         return load_hf(path, dtype=dtype)
     if path.is_dir():
-        from rlvr_jax.checkpointing import load_policy_checkpoint
+        from rlvr_jax.trainer.checkpointing import load_policy_checkpoint
 
         model, cfg, step = load_policy_checkpoint(str(path), dtype=dtype)
         print(f"[evaluate] policy from orbax checkpoint step {step} in {path}", flush=True)

@@ -51,15 +51,38 @@ DEFAULT_RULES: Rules = (
 # ---------------------------------------------------------------------------------------------
 # Mesh
 # ---------------------------------------------------------------------------------------------
+def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
+    """``{"data": d, "fsdp": f, "tp": t}`` for ``num_devices``: the single -1 axis takes the remaining
+    devices, missing axes are 1. The one mesh-shape resolver (:func:`make_mesh`, and through
+    ``rlvr_jax.config.resolve_mesh_shape`` the config validation, which names the field); a ``ValueError`` for
+    unknown axes, bad sizes or a product that is not ``num_devices``."""
+    given = {str(k): int(v) for k, v in dict(shape).items()}
+    unknown = sorted(set(given) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"unknown mesh axes {unknown}; the mesh axes are {MESH_AXES}")
+    sizes = {a: given.get(a, 1) for a in MESH_AXES}
+    free = [k for k, v in sizes.items() if v == -1]
+    if len(free) > 1:
+        raise ValueError(f"at most one axis may be -1, got {given}")
+    for k, v in sizes.items():
+        if v == 0 or v < -1:
+            raise ValueError(f"axis {k!r} has size {v}; sizes are >= 1 or -1")
+    fixed = math.prod(v for v in sizes.values() if v != -1)
+    if free:
+        if num_devices % fixed:
+            raise ValueError(f"{given}: fixed axes (product {fixed}) do not divide the {num_devices} devices")
+        sizes[free[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(f"{given} has {fixed} devices but {num_devices} are available")
+    return sizes
+
+
 def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[Any] | None = None) -> Mesh:
     """Builds a ``('data', 'fsdp', 'tp')`` mesh from e.g. ``{"data": 1, "fsdp": -1, "tp": 1}``.
 
-    The sizes are resolved by :func:`rlvr_jax.config.resolve_mesh_shape` (the one resolver: at most one
-    axis ``-1``, missing axes 1, the product must equal the number of devices; it raises a
-    ``ConfigError``, a ``ValueError``, naming the sizes).
+    The sizes are resolved by :func:`resolve_mesh_shape` (at most one axis ``-1``, missing axes 1, the product
+    must equal the number of devices; a ``ValueError`` naming the sizes otherwise).
     """
-    from rlvr_jax.config.validate import resolve_mesh_shape
-
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_mesh_shape(shape or {"data": 1, "fsdp": -1, "tp": 1}, len(devices))
     axis_shape = tuple(sizes[a] for a in MESH_AXES)

@@ -1,24 +1,24 @@
 """The RL trainer: ``python -m rlvr_jax.train --config=configs/nsr_qwen3.py [--config.a.b=value ...]``.
 
-One RL step (verl's order; ``rlvr_jax.rl_step.rl_step`` marks each number on its line):
+One RL step (verl's order; ``rlvr_jax.trainer.rl_step.rl_step`` marks each number on its line):
   1. sample ``prompt_batch_size`` prompts (resumable, seeded order) and generate ``rollout.n`` rollouts each
      with the configured engine (in-process JAX sampler or vLLM server);
   2. grade them (math equivalence / Reasoning Gym scorer in a worker pool) into rewards in {-1,+1} (or {0,1});
   3. old-policy (and reference) log-probs recomputed by the learner;
-  4. advantages (``rlvr_jax.update_plan``): from correctness (PSR / NSR / W-REINFORCE / REINFORCE, +1 / -1
+  4. advantages (``rlvr_jax.trainer.update_plan``): from correctness (PSR / NSR / W-REINFORCE / REINFORCE, +1 / -1
      whatever the reward format), group-normalised (GRPO, DAPO, GSPO, -N variants) or GAE on a critic (PPO,
      KL penalty folded into the reward, whitened over the batch with ``algo.whiten_advantages``);
      the rollout engine's own log-probs give the mismatch metrics ``rollout_corr/*`` and, with
-     ``algo.rollout_correction``, truncated importance weights or rejected sequences (rlvr_jax.rollout_correction);
+     ``algo.rollout_correction``, truncated importance weights or rejected sequences (rlvr_jax.trainer.rollout_correction);
   5. the rows the objective learns from (``rlvr_jax.objectives.selection``: PSR the correct ones, NSR the
      incorrect ones), counted in ``train/kept_samples``; with ``algo.sample_selection="drop"`` only they enter
      the mini-batches (the NSR paper's released code), with ``"mask"`` all rows do;
   6. ``ppo_epochs`` passes over the mini-batches (``train.shuffle_minibatches``: permuted; the papers: not),
-     one exact accumulated AdamW update each (``rlvr_jax.learner``), the critic first for PPO;
+     one exact accumulated AdamW update each (``rlvr_jax.trainer.learner``), the critic first for PPO;
   7. weights synced to the engine; metrics (``rl_step.step_metrics``), held-out greedy evaluation and
      checkpoints (:func:`run`'s loop below).
 
-Layout: ``rlvr_jax.run_setup.setup`` builds the components and resumes (a ``Run``), ``rlvr_jax.rl_step`` has the
+Layout: ``rlvr_jax.trainer.run_setup.setup`` builds the components and resumes (a ``Run``), ``rlvr_jax.trainer.rl_step`` has the
 phases and the metrics, this module the loop, the final export and the CLI; docs/architecture.md has the map.
 
 Reproducibility: the prompt order, the sampling seed of step s and any mini-batch shuffles are functions of
@@ -33,13 +33,13 @@ import contextlib
 import dataclasses
 import os
 
-from rlvr_jax.checkpointing import PreemptionGuard, atomic_directory
-from rlvr_jax.faults import fault_point
-from rlvr_jax.logging_utils import format_metric_line
-from rlvr_jax.rl_step import NonFiniteError, evaluate, held_out_eval, rl_step  # noqa: F401  (re-exported)
-from rlvr_jax.run_setup import (STEP_SEED_STRIDE, Run, build_engine, clone_model,  # noqa: F401
+from rlvr_jax.trainer.checkpointing import PreemptionGuard, atomic_directory
+from rlvr_jax.trainer.faults import fault_point
+from rlvr_jax.trainer.logging_utils import format_metric_line
+from rlvr_jax.trainer.rl_step import NonFiniteError, evaluate, held_out_eval, rl_step  # noqa: F401  (re-exported)
+from rlvr_jax.trainer.run_setup import (STEP_SEED_STRIDE, Run, build_engine, clone_model,  # noqa: F401
                                 encode_dataset, load_tokenizer, sampling_params, save, setup)
-from rlvr_jax.update_plan import minibatch_rows  # noqa: F401  (re-exported for tests)
+from rlvr_jax.trainer.update_plan import minibatch_rows  # noqa: F401  (re-exported for tests)
 
 
 @dataclasses.dataclass

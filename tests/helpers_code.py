@@ -7,7 +7,7 @@ import pathlib
 import pickle
 import zlib
 
-from rlvr_jax.rewards.code_bench import stdin_problem  # noqa: F401  (re-exported for the tests)
+from rlvr_jax.bench.code_bench import stdin_problem  # noqa: F401  (re-exported for the tests)
 
 
 def encode_private(cases) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
+from rlvr_jax.trainer.checkpointing import Checkpointer, PreemptionGuard
 
 
 def _state(seed):
@@ -63,7 +63,7 @@ def test_policy_restores_alone_from_a_run_checkpoint(tmp_path):
     import jax.numpy as jnp
     from flax import nnx
 
-    from rlvr_jax.checkpointing import load_policy_checkpoint
+    from rlvr_jax.trainer.checkpointing import load_policy_checkpoint
     from rlvr_jax.models import Decoder, get_preset
 
     model = Decoder(get_preset("tiny-qwen3"), rngs=nnx.Rngs(7))  # not the default seed of a fresh Decoder

@@ -273,7 +273,7 @@ def test_kl_estimator_gradients(estimator):
 def test_truncated_importance_weight_scales_the_policy_gradient_only(v):
     """Identity 6 (token_tis): with w_t = min(pi_old / pi_rollout, C) the gradient of every objective is w_t times
     its unweighted closed form (clipped ratio off 1, log-prob and Eq. 6 forms); the KL term is not weighted."""
-    from rlvr_jax.rollout_correction import token_tis_weights
+    from rlvr_jax.trainer.rollout_correction import token_tis_weights
     z, y, adv, sign = make_case(41 * v, v, b=6, t=10)
     rng = np.random.default_rng(v)
     cur = logp_of(z, y)

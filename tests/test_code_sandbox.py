@@ -8,7 +8,7 @@ import pytest
 
 from rlvr_jax.rewards import GraderPool
 from rlvr_jax.rewards import sandbox as sb
-from rlvr_jax.rewards.code_bench import hostile_table
+from rlvr_jax.bench.code_bench import hostile_table
 from rlvr_jax.rewards.sandbox import SandboxConfig, SandboxUnavailable, check_isolation, run_program
 
 LIMITS = SandboxConfig(cpu_s=1.0, wall_s=2.0, memory_mb=512, output_mb=1.0, nproc=16)
@@ -106,7 +106,7 @@ def test_config_validation():
 def test_a_killed_worker_takes_its_sandbox_down():
     import time
 
-    from rlvr_jax.rewards.code_bench import fenced, stdin_problem
+    from rlvr_jax.bench.code_bench import fenced, stdin_problem
     from rlvr_jax.rewards.code_grader import code_spec
 
     spec = code_spec(stdin_problem("sleeper", [("", "")]), SandboxConfig(cpu_s=60, wall_s=60))

@@ -8,7 +8,7 @@ import pytest
 from rlvr_jax.config.presets import experiment, preset_hparams
 from rlvr_jax.objectives import ObjectiveHParams, advantages, get_objective, kl_estimate, loss_value, terms
 from rlvr_jax.batch import TrainBatch
-from rlvr_jax.update_plan import compute_advantages
+from rlvr_jax.trainer.update_plan import compute_advantages
 
 pytestmark = pytest.mark.usefixtures("float64_module")
 

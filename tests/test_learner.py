@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlvr_jax.learner import Learner, LearnerOptions, micro_batches, pack_sequences, sequence_logprobs
+from rlvr_jax.trainer.learner import Learner, LearnerOptions, micro_batches, pack_sequences, sequence_logprobs
 from rlvr_jax.models import Decoder, get_preset
 from rlvr_jax.objectives.types import ObjectiveHParams
 from jax.sharding import NamedSharding, PartitionSpec

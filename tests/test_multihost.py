@@ -20,7 +20,7 @@ def _worker(process_id: int, num_processes: int, port: int, out: str, local_devi
 
     from rlvr_jax.batch import pack_sequences
     from rlvr_jax.sharding import to_host
-    from rlvr_jax.learner import Learner, LearnerOptions
+    from rlvr_jax.trainer.learner import Learner, LearnerOptions
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.objectives.types import ObjectiveHParams
     from rlvr_jax.sharding import initialize_distributed, make_mesh

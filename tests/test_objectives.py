@@ -304,7 +304,7 @@ def test_hparams_from_config():
     assert (hp.kl_coef, hp.kl_estimator, hp.agg_mode, hp.agg_max_len) == (1e-3, "k3", "token-mean",
                                                                            c.rollout.max_new_tokens)
     assert (hp.log_ratio_clamp, hp.clip_ratio_c, hp.kl_value_clamp) == (20.0, None, 10.0)  # 0 = off
-    from rlvr_jax.learner import LearnerOptions
+    from rlvr_jax.trainer.learner import LearnerOptions
     assert LearnerOptions.from_config(c, 1).hp == hp  # the learner builds them with the same one function
     c = set_algorithm(get_base_config(), "w_reinforce")
     c.algo.form, c.algo.clip_ratio_c = "logprob", 3.0

@@ -6,7 +6,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from rlvr_jax.metrics import mean_pass_at_k, pass_at_k
+from rlvr_jax.evaluation.pass_at_k import mean_pass_at_k, pass_at_k
 
 
 def brute_force(n, c, k):

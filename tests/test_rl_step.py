@@ -1,4 +1,4 @@
-"""The RL step's phases (rlvr_jax.rl_step) on a tiny run: each produces what the next consumes; the phase timer;
+"""The RL step's phases (rlvr_jax.trainer.rl_step) on a tiny run: each produces what the next consumes; the phase timer;
 the typed batch helpers; PPO's value clip (algo.value_clip) against a hand computation."""
 import contextlib
 import os
@@ -12,12 +12,12 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train import tiny  # noqa: E402  (env: the shared fixture in conftest.py)
 
-from rlvr_jax import rl_step as phases  # noqa: E402
+from rlvr_jax.trainer import rl_step as phases  # noqa: E402
 from rlvr_jax.batch import TrainBatch, micro_batches, pack_sequences, pad_rows, take_rows, token_mean  # noqa: E402
 from rlvr_jax.config import ConfigError, validate_config  # noqa: E402
 from rlvr_jax.config.presets import experiment  # noqa: E402
-from rlvr_jax.learner import LearnerOptions, value_loss  # noqa: E402
-from rlvr_jax.run_setup import setup  # noqa: E402
+from rlvr_jax.trainer.learner import LearnerOptions, value_loss  # noqa: E402
+from rlvr_jax.trainer.run_setup import setup  # noqa: E402
 
 
 def test_phase_timer_names_accumulation_and_exceptions():

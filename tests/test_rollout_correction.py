@@ -1,4 +1,4 @@
-"""Rollout-learner mismatch metrics and correction (rlvr_jax.rollout_correction): hand-computed metrics, weights
+"""Rollout-learner mismatch metrics and correction (rlvr_jax.trainer.rollout_correction): hand-computed metrics, weights
 and rejections; the learner with ``none`` is bit-identical to the learner without rollout log-probs, and
 token_tis weights change the update exactly as weighting the tokens does; config validation."""
 import os
@@ -16,10 +16,10 @@ from test_learner import CFG, _batch, _opts, _replicate  # noqa: E402
 from rlvr_jax.batch import TrainBatch  # noqa: E402
 from rlvr_jax.config import ConfigError, validate_config  # noqa: E402
 from rlvr_jax.config.presets import experiment  # noqa: E402
-from rlvr_jax.learner import Learner  # noqa: E402
+from rlvr_jax.trainer.learner import Learner  # noqa: E402
 from rlvr_jax.models import Decoder  # noqa: E402
 from rlvr_jax.rollout.base import Completion  # noqa: E402
-from rlvr_jax.rollout_correction import (apply_correction, mismatch_metrics, rollout_logp_array,  # noqa: E402
+from rlvr_jax.trainer.rollout_correction import (apply_correction, mismatch_metrics, rollout_logp_array,  # noqa: E402
                                          seq_mask_keep, token_tis_weights)
 from rlvr_jax.sharding import make_mesh  # noqa: E402
 

@@ -29,9 +29,9 @@ def test_bf16_server_vs_float32_learner_mismatch_and_correction(bf16_engine, pol
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from rlvr_jax.learner import Learner, LearnerOptions, pack_sequences
+    from rlvr_jax.trainer.learner import Learner, LearnerOptions, pack_sequences
     from rlvr_jax.objectives.types import ObjectiveHParams
-    from rlvr_jax.rollout_correction import apply_correction, rollout_logp_array
+    from rlvr_jax.trainer.rollout_correction import apply_correction, rollout_logp_array
     from rlvr_jax.sharding import make_mesh
 
     model = policy[1]

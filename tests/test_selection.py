@@ -12,13 +12,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rlvr_jax.config.presets import experiment, preset_hparams
 from rlvr_jax.batch import TrainBatch  # noqa: E402
-from rlvr_jax.learner import (Learner, LearnerOptions, make_optimizer, make_schedule, pack_sequences, pad_rows,
+from rlvr_jax.trainer.learner import (Learner, LearnerOptions, make_optimizer, make_schedule, pack_sequences, pad_rows,
                               sequence_logprobs, take_rows)
 from rlvr_jax.models import Decoder, get_preset
 from rlvr_jax.objectives import get_objective, kept_rows, loss_denominator
 from rlvr_jax.objectives.advantages import correctness_advantages
 from rlvr_jax.sharding import make_mesh
-from rlvr_jax.update_plan import (bucket_rows, compute_advantages, drop_minibatch_rows, minibatch_rows,
+from rlvr_jax.trainer.update_plan import (bucket_rows, compute_advantages, drop_minibatch_rows, minibatch_rows,
                                   num_updates_per_epoch)
 
 EPS, ENT = 0.2, 1e-3

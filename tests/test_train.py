@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from rlvr_jax.checkpointing import Checkpointer, PreemptionGuard
+from rlvr_jax.trainer.checkpointing import Checkpointer, PreemptionGuard
 from rlvr_jax.config.presets import experiment
 from rlvr_jax.train import minibatch_rows, run
 

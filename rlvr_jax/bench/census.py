@@ -67,7 +67,7 @@ def learner_step_census(preset: str, batch: int, seq_len: int, prompt_len: int, 
     from flax import nnx
 
     from rlvr_jax.bench import flops as flops_mod
-    from rlvr_jax.learner import sequence_logprobs
+    from rlvr_jax.trainer.learner import sequence_logprobs
     from rlvr_jax.models import Decoder, get_preset
     from rlvr_jax.objectives import get_objective
     from rlvr_jax.objectives.types import ObjectiveHParams

@@ -63,7 +63,7 @@ def bench_learner(preset: str, batch: int, seq_len: int, prompt_len: int, steps:
     Parameters and optimizer state are float32, compute is bfloat16. Each sequence is a ``prompt_len``
     prompt followed by ``seq_len - prompt_len`` response tokens that all carry loss.
     """
-    from rlvr_jax.learner import Learner, LearnerOptions
+    from rlvr_jax.trainer.learner import Learner, LearnerOptions
     from rlvr_jax.objectives.types import ObjectiveHParams
     from rlvr_jax.sharding import make_mesh
 

@@ -108,7 +108,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         # PPO critic: clipped value loss 0.5 max((V-G)^2, (V_old + clip(V-V_old, +-c) - G)^2), c = value_clip
         # (verl's critic.cliprange_value, default 0.5); 0 = unclipped 0.5 (V-G)^2. Read only by ppo.
         value_clip=0.5,
-        # rollout-learner mismatch (rlvr_jax.rollout_correction): none | token_tis (weights min(pi_old /
+        # rollout-learner mismatch (rlvr_jax.trainer.rollout_correction): none | token_tis (weights min(pi_old /
         # pi_rollout, C) on the policy-gradient term) | seq_mask (drop sequences whose geometric-mean ratio
         # leaves [1/C, C]); the rollout_corr/* metrics are logged in every mode
         rollout_correction="none",
@@ -144,7 +144,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         length_bucket=128,        # sequences are right-padded to a multiple of this many tokens
         export_final=True,        # save_hf the final policy into <out_dir>/final_hf
         # 0: generate batch k with the weights it updates; 1: one-step off-policy, batch k+1 is generated with v_k
-        # while step k updates v_k (vLLM: overlapped on a background thread; JAX engine: inline), rlvr_jax.offpolicy
+        # while step k updates v_k (vLLM: overlapped on a background thread; JAX engine: inline), rlvr_jax.trainer.offpolicy
         off_policy_steps=0,
     ))
 

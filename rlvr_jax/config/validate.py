@@ -66,32 +66,14 @@ def resolve_batching(cfg: ml_collections.ConfigDict) -> Batching:
 
 
 def resolve_mesh_shape(shape, num_devices: int, field: str = "mesh.shape") -> dict[str, int]:
-    """``{"data": d, "fsdp": f, "tp": t}`` for ``num_devices``: the single -1 axis takes the remaining
-    devices, missing axes are 1. The one mesh-shape resolver (``rlvr_jax.sharding.make_mesh`` uses it);
-    raises :class:`ConfigError` on ``field`` for unknown axes, bad sizes or a product that is not
-    ``num_devices``."""
-    from rlvr_jax.sharding import MESH_AXES
+    """:func:`rlvr_jax.sharding.resolve_mesh_shape` (the one resolver), its ``ValueError`` raised as a
+    :class:`ConfigError` on ``field``."""
+    from rlvr_jax.sharding import resolve_mesh_shape as resolve
 
-    given = {str(k): int(v) for k, v in dict(shape).items()}
-    unknown = sorted(set(given) - set(MESH_AXES))
-    if unknown:
-        raise ConfigError(field, f"unknown mesh axes {unknown}; the mesh axes are {MESH_AXES}")
-    shape = {a: given.get(a, 1) for a in MESH_AXES}
-    free = [k for k, v in shape.items() if v == -1]
-    if len(free) > 1:
-        raise ConfigError(field, f"at most one axis may be -1, got {given}")
-    for k, v in shape.items():
-        if v == 0 or v < -1:
-            raise ConfigError(field, f"axis {k!r} has size {v}; sizes are >= 1 or -1")
-    fixed = math.prod(v for v in shape.values() if v != -1)
-    if free:
-        if num_devices % fixed:
-            raise ConfigError(field, f"{given}: fixed axes (product {fixed}) do not divide "
-                                     f"the {num_devices} devices")
-        shape[free[0]] = num_devices // fixed
-    elif fixed != num_devices:
-        raise ConfigError(field, f"{given} has {fixed} devices but {num_devices} are available")
-    return shape
+    try:
+        return resolve(shape, num_devices)
+    except ValueError as e:
+        raise ConfigError(field, str(e)) from None
 
 
 def _objective_known(name: str) -> bool:
@@ -148,7 +130,7 @@ def _validate_algorithm_fidelity(cfg: ml_collections.ConfigDict) -> None:
     _check(a.kl_value_clamp >= 0, "algo.kl_value_clamp", f"must be >= 0 (0 = off), got {a.kl_value_clamp}")
     _check(cfg.train.off_policy_steps in (0, 1), "train.off_policy_steps",
            f"must be 0 (synchronous) or 1 (one-step off-policy), got {cfg.train.off_policy_steps!r}")
-    from rlvr_jax.rollout_correction import CORRECTIONS
+    from rlvr_jax.trainer.rollout_correction import CORRECTIONS
     _check(a.rollout_correction in CORRECTIONS, "algo.rollout_correction",
            f"{a.rollout_correction!r} not in {CORRECTIONS}")
     _check(float(a.rollout_correction_cap) > 1.0, "algo.rollout_correction_cap",

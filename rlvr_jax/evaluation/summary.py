@@ -1,6 +1,6 @@
 r"""Dataset-level metrics from per-sample records, and the pass@k tables.
 
-* pass@k: the unbiased estimator of the NSR paper's Eq. 5 (:func:`rlvr_jax.metrics.mean_pass_at_k`) over the
+* pass@k: the unbiased estimator of the NSR paper's Eq. 5 (:func:`rlvr_jax.evaluation.pass_at_k.mean_pass_at_k`) over the
   n samples of each problem.
 * greedy accuracy: fraction of problems whose greedy (temperature 0) response is correct.
 * answer-level entropy (two-stage paper, Appendix C.5): per problem, the G sampled answers o^(i) (``NA`` for
@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rlvr_jax.metrics import mean_pass_at_k
+from rlvr_jax.evaluation.pass_at_k import mean_pass_at_k
 from rlvr_jax.rewards.extract import normalize_answer
 from rlvr_jax.rewards.result import STATUSES
 

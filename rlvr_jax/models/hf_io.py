@@ -25,9 +25,10 @@ import os
 import pathlib
 import re
 import shutil
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
@@ -229,8 +230,19 @@ def load_hf(path, dtype: DTypeLike = "float32", param_dtype: DTypeLike | None = 
     return model, config
 
 
+def nonfinite_arrays(named: Mapping[str, Any]) -> list[str]:
+    """Names of floating-point arrays holding a NaN or an infinity."""
+    bad = []
+    for name, x in named.items():
+        dt = getattr(x, "dtype", None)
+        if dt is None or not jnp.issubdtype(dt, jnp.inexact):
+            continue
+        if not bool(jnp.all(jnp.isfinite(x))):
+            bad.append(name)
+    return bad
+
+
 def _check_finite(path, named: dict, mode: str) -> None:
-    from ..integrity import nonfinite_arrays
     if mode not in ("error", "warn"):
         raise ValueError(f"load_hf: nonfinite must be 'error' or 'warn', got {mode!r}")
     bad = nonfinite_arrays(named)

@@ -15,7 +15,7 @@ logits z [..., V] (or probabilities) and return arrays of the same shape. delta_
      dH/dz_v = -pi_v (log pi_v - sum_u pi_u log pi_u).
 5. Clipped surrogate l = -min(r A, clip(r, 1-eps_low, 1+eps_high) A), r = pi_y / pi_old,y:
      dl/dz_v = -A r (delta_{vy} - pi_v)  inside the trust region (or on the pessimistic side), 0 when clipped.
-6. Truncated importance sampling (rlvr_jax.rollout_correction, token_tis): l_t = w_t * pg_t with the constant
+6. Truncated importance sampling (rlvr_jax.trainer.rollout_correction, token_tis): l_t = w_t * pg_t with the constant
    w_t = min(exp(log pi_old,y - log pi_rollout,y), C), so dl/dz_v = w_t * dpg_t/dz_v (any of 1., 2., 5.);
    the KL and entropy terms are not weighted.
 """

@@ -15,7 +15,7 @@ from rlvr_jax.objectives.types import LossOutput, ObjectiveHParams
 
 # Metric entries: token sums over valid (mask=1) tokens, plus counts. Summing them over micro-batches and
 # calling ``summarize_metrics`` once gives exact batch means.
-# Optional per-token constant multiplying the policy-gradient term (rlvr_jax.rollout_correction, token_tis).
+# Optional per-token constant multiplying the policy-gradient term (rlvr_jax.trainer.rollout_correction, token_tis).
 IS_WEIGHT_KEY = "rollout_is_weights"
 METRIC_KEYS = ("pg_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "entropy", "kl", "n_kept", "n_tokens")
 
@@ -107,7 +107,7 @@ def finish(batch, mask, pg_tok, keep, clip_active, hp: ObjectiveHParams, *, kl_i
 
     loss_t = w_t * 1[keep_t] * pg_t + beta * KL_t - c * H_t   (beta = hp.kl_coef, c = hp.entropy_coef, KL/H on
     all valid tokens), aggregated by hp.agg_mode over the valid tokens. w_t = sg[batch["rollout_is_weights"]]
-    (the truncated importance weight min(pi_old / pi_rollout, C), rlvr_jax.rollout_correction) when the batch
+    (the truncated importance weight min(pi_old / pi_rollout, C), rlvr_jax.trainer.rollout_correction) when the batch
     has it; without the key there is no multiplication at all (bit-identical to before).
     """
     logp = clean(batch["logp"], mask)

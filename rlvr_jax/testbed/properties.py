@@ -38,7 +38,7 @@ def _expression(text) -> str | None:
 def measure(records, problems, n: int, rare_strategies=()) -> dict:
     """The module docstring's figures from ``records`` (the ``kind == "sample"`` records of one evaluation)
     and the evaluated ``problems``."""
-    from rlvr_jax.metrics import mean_pass_at_k
+    from rlvr_jax.evaluation.pass_at_k import mean_pass_at_k
 
     by_id: dict[str, list] = {}
     for r in records:

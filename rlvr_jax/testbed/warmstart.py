@@ -223,7 +223,7 @@ def sampled_accuracy(model, tokenizer, puzzles, max_tokens: int, n: int = 64, se
     """Mean accuracy, pass@n and the unparseable share of ``n`` temperature-1 samples per puzzle (JAX
     sampler; an answer is correct iff its last ``\\boxed{}`` is one of the puzzle's solutions)."""
     from rlvr_jax.data import encode_prompt, stop_token_ids
-    from rlvr_jax.metrics import mean_pass_at_k
+    from rlvr_jax.evaluation.pass_at_k import mean_pass_at_k
     from rlvr_jax.rewards.extract import last_boxed
     from rlvr_jax.rollout import SamplingParams
     from rlvr_jax.rollout.jax_sampler import JaxSampler

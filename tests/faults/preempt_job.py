@@ -1,7 +1,7 @@
 """One tiny training run for the preemption tests, in this process or as a subprocess.
 
 ``python tests/faults/preempt_job.py OUT DATA_DIR TOKENIZER_DIR`` runs :func:`tiny_config` (faults come from the
-``RLVR_FAULT_AT`` environment variable, see rlvr_jax/faults.py); the exit status is 0 when the run finished or
+``RLVR_FAULT_AT`` environment variable, see rlvr_jax/trainer/faults.py); the exit status is 0 when the run finished or
 stopped cleanly.
 """
 import os

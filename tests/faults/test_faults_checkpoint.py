@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlvr_jax.checkpointing import Checkpointer, CorruptCheckpointError, atomic_directory
+from rlvr_jax.trainer.checkpointing import Checkpointer, CorruptCheckpointError, atomic_directory
 
 
 def _state(step):

@@ -1,4 +1,4 @@
-"""Preemption: SIGTERM and SIGKILL at each phase of a step (fault points, rlvr_jax/faults.py), then the same
+"""Preemption: SIGTERM and SIGKILL at each phase of a step (fault points, rlvr_jax/trainer/faults.py), then the same
 command again. The final metrics, every checkpoint array and the exported weights must equal an uninterrupted
 run's bit for bit, and metrics.jsonl / TensorBoard must hold each step exactly once.
 
@@ -45,7 +45,7 @@ def _metrics(out):
 def _leaves(out, step):
     import orbax.checkpoint as ocp
 
-    from rlvr_jax.checkpointing import Checkpointer
+    from rlvr_jax.trainer.checkpointing import Checkpointer
     ck = Checkpointer(os.path.join(out, "checkpoints"))
     state = ck._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     ck.close()
@@ -124,7 +124,7 @@ def _interrupt_and_resume(env, ref, tmp_path, fault, in_process, monkeypatch):
 
 
 def test_second_sigterm_is_acknowledged_not_fatal(capsys):
-    from rlvr_jax.checkpointing import PreemptionGuard
+    from rlvr_jax.trainer.checkpointing import PreemptionGuard
     with PreemptionGuard() as guard:
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)  # used to fall through to SIG_DFL -> KeyboardInterrupt

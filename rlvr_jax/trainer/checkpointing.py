@@ -5,7 +5,7 @@ A checkpoint at RL step ``s`` (= ``s`` completed steps) holds two items:
     sharded as its flat list of leaves and restored onto the shapes, dtypes and shardings of a template
     pytree (the tree paths are stored in ``meta`` and must match), so resume is bit-exact;
   * ``meta``: JSON (step, data-loader position, the config, anything small) and ``state_checksums``, two 32-bit
-    checksums per leaf (:mod:`rlvr_jax.integrity`) computed when saving and verified when restoring.
+    checksums per leaf (:mod:`rlvr_jax.trainer.integrity`) computed when saving and verified when restoring.
 The manager keeps the last ``keep`` checkpoints; ``latest_step`` finds the newest one in the directory.
 
 A checkpoint that cannot be read (truncated or zeroed files, broken metadata) or whose arrays do not match their
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rlvr_jax.integrity import checksum_mismatches, tree_checksums
+from rlvr_jax.trainer.integrity import checksum_mismatches, tree_checksums
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Integrity of saved and loaded arrays: order-independent checksums and non-finite weight checks.
+"""Integrity of saved arrays: order-independent checksums, computed when a checkpoint is saved, verified on restore.
 
 Checksum of one array (bit-exact, any dtype, any sharding): view its bytes as 32-bit words ``w_i`` (16- and
 8-bit types widened, 64-bit types split in two) and take, modulo ``2**32``,
@@ -83,15 +83,3 @@ def checksum_mismatches(arrays: Mapping[str, Any], saved: Mapping[str, Any]) -> 
     """Names of ``arrays`` whose checksums differ from ``saved`` (or that ``saved`` does not list)."""
     now = tree_checksums(arrays)
     return [k for k in arrays if k not in saved or list(saved[k]) != now[k]]
-
-
-def nonfinite_arrays(named: Mapping[str, Any]) -> list[str]:
-    """Names of floating-point arrays holding a NaN or an infinity."""
-    bad = []
-    for name, x in named.items():
-        dt = getattr(x, "dtype", None)
-        if dt is None or not jnp.issubdtype(dt, jnp.inexact):
-            continue
-        if not bool(jnp.all(jnp.isfinite(x))):
-            bad.append(name)
-    return bad

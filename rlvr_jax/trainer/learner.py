@@ -7,7 +7,7 @@ response token j of row n,
 
 computed by ``rlvr_jax.models.logprobs.token_logprobs`` (chunked, float32, raw temperature-1 distribution =
 the rollout engines' log-prob convention). The exact accumulation of micro-batch gradients and the optimizer
-are in ``rlvr_jax.trainable``.
+are in ``rlvr_jax.trainer.trainable``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from rlvr_jax.sharding import to_host
 from rlvr_jax.objectives import get_objective, hparams_from_config, loss_denominator
 from rlvr_jax.objectives.types import ObjectiveHParams
 from rlvr_jax.sharding import batch_sharding
-from rlvr_jax.trainable import Trainable, make_optimizer, make_schedule  # noqa: F401  (re-exported)
+from rlvr_jax.trainer.trainable import Trainable, make_optimizer, make_schedule  # noqa: F401  (re-exported)
 
 
 # ------------------------------------------------------------------------------------------------

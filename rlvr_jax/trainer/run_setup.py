@@ -1,6 +1,6 @@
 """Start-up of a training run: ``setup(cfg, stack) -> Run`` builds every component once and resumes.
 
-``Run`` holds what the RL step's phases (rlvr_jax.rl_step) read and the little state they carry from step to
+``Run`` holds what the RL step's phases (rlvr_jax.trainer.rl_step) read and the little state they carry from step to
 step (the non-finite update count and, off-policy, the behaviour parameters). Every component that must be
 closed is registered on the caller's ``contextlib.ExitStack`` the moment it exists, so one ``with`` block
 (rlvr_jax.train) tears down whatever was built, in reverse order, however the run ends.
@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rlvr_jax.checkpointing import Checkpointer
+from rlvr_jax.trainer.checkpointing import Checkpointer
 from rlvr_jax.config import as_plain, resolve_mesh_shape, validate_config
 from rlvr_jax.config.checks import check_prompt_budget
-from rlvr_jax.faults import fault_point
-from rlvr_jax.learner import Learner, LearnerOptions
-from rlvr_jax.logging_utils import MetricsWriter, Progress
-from rlvr_jax.offpolicy import RolloutPipeline
+from rlvr_jax.trainer.faults import fault_point
+from rlvr_jax.trainer.learner import Learner, LearnerOptions
+from rlvr_jax.trainer.logging_utils import MetricsWriter, Progress
+from rlvr_jax.trainer.offpolicy import RolloutPipeline
 from rlvr_jax.rollout import SamplingParams
 
 STEP_SEED_STRIDE = 1_000_003

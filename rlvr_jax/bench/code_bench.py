@@ -1,4 +1,4 @@
-"""The code sandbox's hostile-program table and grading throughput (``python -m rlvr_jax.rewards.code_bench``).
+"""The code sandbox's hostile-program table and grading throughput (``python -m rlvr_jax.bench.code_bench``).
 
 ``--hostile`` grades each program of :func:`hostile_programs` through a :class:`GraderPool` (one worker),
 grading a normal job after each, and prints a Markdown table (program, status, seconds, error).
@@ -129,7 +129,7 @@ def main(argv) -> None:
 
 
 def cli() -> None:
-    """``python -m rlvr_jax.rewards.code_bench [--hostile] [--throughput --workers N --tests T]`` (a measurement
+    """``python -m rlvr_jax.bench.code_bench [--hostile] [--throughput --workers N --tests T]`` (a measurement
     script: absl flags, no config)."""
     from absl import app
     _define_flags()

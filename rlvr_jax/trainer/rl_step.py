@@ -2,11 +2,11 @@
 
     rollout -> reward -> old_logprobs -> advantages -> update -> sync -> step_metrics
 
-Each phase is a function of the :class:`~rlvr_jax.run_setup.Run` and what the phase before it returned; the
+Each phase is a function of the :class:`~rlvr_jax.trainer.run_setup.Run` and what the phase before it returned; the
 batch the learner trains on is one :class:`~rlvr_jax.batch.TrainBatch` that the phases fill in
 (``pack_sequences`` -> ``old_logp``/``ref_logp`` -> ``advantages`` (+ critic values/returns) -> the rollout
 correction). Phase wall times go through one :class:`PhaseTimer` into ``timing_s/<phase>``; the fault points
-(rlvr_jax.faults) ``gen``, ``reward`` and ``update`` fire at the end of their phases.
+(rlvr_jax.trainer.faults) ``gen``, ``reward`` and ``update`` fire at the end of their phases.
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlvr_jax.batch import TrainBatch, pack_sequences, token_mean
-from rlvr_jax.faults import fault_point
+from rlvr_jax.trainer.faults import fault_point
 from rlvr_jax.objectives import kept_rows
-from rlvr_jax.offpolicy import RolloutBatch
+from rlvr_jax.trainer.offpolicy import RolloutBatch
 from rlvr_jax.rollout import SamplingParams
-from rlvr_jax.rollout_correction import apply_correction, rollout_logp_array
-from rlvr_jax.update_plan import actor_minibatches, compute_advantages, minibatch_batch, selection_metrics
+from rlvr_jax.trainer.rollout_correction import apply_correction, rollout_logp_array
+from rlvr_jax.trainer.update_plan import actor_minibatches, compute_advantages, minibatch_batch, selection_metrics
 
 
 class NonFiniteError(RuntimeError):
@@ -120,7 +120,7 @@ def old_logprobs(run, ro: Rollouts, step: int, timer: PhaseTimer) -> tuple[Train
         batch = pack_sequences(row_prompts, responses, int(run.cfg.train.length_bucket), run.pad_id)
         empty = np.asarray([not c.token_ids for c in ro.comps])  # an empty completion has no token to train on
         batch = batch.replace(response_mask=np.where(empty[:, None], 0, batch.response_mask).astype(np.float32))
-        # the PPO ratio's old policy is the version that generated the batch (rlvr_jax.offpolicy)
+        # the PPO ratio's old policy is the version that generated the batch (rlvr_jax.trainer.offpolicy)
         old_logp, old_ent = learner.compute_logprobs(batch, params=run.behaviour if ro.rb.version != step else None)
         if run.off_policy:
             run.behaviour = jax.tree.map(jnp.copy, learner.policy.state["params"])  # v_step: generates batch step+1
