@@ -3,8 +3,7 @@ r"""Grading Reasoning Gym responses (the out-of-domain track): each task scores 
 The problems come from :func:`rlvr_jax.data.reasoning_gym.load_reasoning_gym` (``Problem(task="rg:<task>")``
 with the generator entry in ``metadata["entry"]``, which the task's ``score_answer(answer, entry)`` needs because
 many tasks accept several answers, e.g. countdown accepts any expression reaching the target). Grading
-imports nothing from ``rlvr_jax.data`` (data -> rewards is the only direction; ``bench/code_bench.py``, a
-benchmark script on top of both, is the exception).
+imports nothing from ``rlvr_jax.data`` (data -> rewards is the only direction, tests/test_layout.py).
 
 Grading: the answer is the last ``\boxed{}`` (the prompt templates ask for one), else the last
 ``<answer>...</answer>`` (Reasoning Gym's native format), else the math fallbacks; the task scores it in
