@@ -178,14 +178,21 @@ def test_right_aligned_causal_layout_equals_padding_mask_layout_values_and_gradi
 def test_bf16_compute_runs_every_learner_matmul_in_bf16():
     """With float32 master weights and bf16 compute, no matmul of the log-prob pass or its gradient (LM
     head included) has a float32 operand: the unembedding is cast to the compute dtype, and accumulation
-    stays float32 through ``preferred_element_type``."""
+    stays float32 through ``preferred_element_type``. Traced as for GPU / TPU (on XLA:CPU the same bf16
+    operands are widened to float32 before each matmul, rlvr_jax.models.precision: checked last)."""
+    from rlvr_jax.models import precision
     cfg = get_preset("tiny-qwen3", dtype="bfloat16", param_dtype="float32")
     model = Decoder(cfg, rngs=nnx.Rngs(0))
     g, s = nnx.split(model)
     b = jax.tree.map(jnp.asarray, _batch(np.random.default_rng(0), n=4))
-    fn = jax.grad(lambda s: jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=8)[0]))
+    def fn():  # a new function per trace (make_jaxpr caches traces by function)
+        return jax.grad(lambda s: jnp.sum(sequence_logprobs(nnx.merge(g, s), b, chunk_size=8)[0]))
+
     from rlvr_jax.bench.census import dot_products
-    dots = [d[:3] for d in dot_products(jax.make_jaxpr(fn)(s))]
+    with precision.traced_for("gpu"):
+        dots = [d[:3] for d in dot_products(jax.make_jaxpr(fn())(s))]
+    cpu_dots = [d[:3] for d in dot_products(jax.make_jaxpr(fn())(s))]
+    assert cpu_dots and all(d[:2] == ("float32", "float32") for d in cpu_dots), cpu_dots[:3]
     assert len(dots) >= 7 * cfg.num_layers, f"found only {len(dots)} dots"
     # jax.nn.dot_product_attention's XLA implementation keeps float32 scores/probabilities (its own
     # business, and replaced by one fused kernel with attention_impl='cudnn'); every projection and the
@@ -209,3 +216,28 @@ def test_bf16_first_moment_option():
     moved = [float(np.abs(np.asarray(a) - c).max()) for a, c in
              zip(jax.tree.leaves(learner.policy.state["params"]), jax.tree.leaves(before))]
     assert max(moved) > 0
+
+
+def test_bf16_update_runs_on_cpu_and_matches_float32():
+    """Issue 27 finding 1: a bf16-compute update with several micro-batches (the trainer's lax.scan) runs on
+    XLA:CPU (jax.nn.dot_product_attention's BF16_BF16_F32 dot algorithm is unimplemented there) and gives the
+    float32 model's loss, gradient norm and new parameters within bf16 tolerance."""
+    rng = np.random.default_rng(7)
+    batch = _batch(rng, n=8)
+    out = {}
+    for dt in ("float32", "bfloat16"):
+        mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
+        cfg = get_preset("tiny-qwen3", dtype=dt, param_dtype="float32")
+        opts = dataclasses.replace(_opts(micro=4), lr=1e-3, logprob_chunk_size=16)  # the tiny preset's chunk
+        lr = Learner(_replicate(Decoder(cfg, rngs=nnx.Rngs(0)), mesh), opts, mesh)
+        if dt == "float32":
+            old = lr.compute_logprobs(batch)[0] - 0.1 * batch.response_mask
+            batch = batch.replace(old_logp=old)
+        m = lr.update(batch)
+        out[dt] = (m, jax.tree.map(np.asarray, lr.policy.state["params"]))
+    (m32, p32), (m16, p16) = out["float32"], out["bfloat16"]
+    assert m16["actor/skipped"] == 0 and np.isfinite(m16["actor/grad_norm"])
+    assert abs(m16["actor/loss"] - m32["actor/loss"]) <= 2e-2 * abs(m32["actor/loss"])
+    assert abs(m16["actor/grad_norm"] - m32["actor/grad_norm"]) <= 5e-2 * m32["actor/grad_norm"]
+    for a, b in zip(jax.tree.leaves(p16), jax.tree.leaves(p32)):  # Adam moves each weight by about lr
+        assert float(np.abs(a - b).max()) <= 1e-3

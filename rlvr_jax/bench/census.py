@@ -62,13 +62,15 @@ def matmul_census(closed_jaxpr) -> dict:
 def learner_step_census(preset: str, batch: int, seq_len: int, prompt_len: int, remat: str,
                         logprob_chunk_size: int, objective: str = "grpo") -> dict:
     """Census of the gradient of the learner's policy loss at the preset's real shapes (abstract: no
-    parameter is allocated). Float32 master parameters, bfloat16 compute, as ``bench_learner`` runs it."""
+    parameter is allocated). Float32 master parameters, bfloat16 compute, as ``bench_learner`` runs it, traced
+    as for a GPU."""
     import jax.numpy as jnp
     from flax import nnx
 
     from rlvr_jax.bench import flops as flops_mod
     from rlvr_jax.trainer.learner import sequence_logprobs
     from rlvr_jax.models import Decoder, get_preset
+    from rlvr_jax.models.precision import traced_for
     from rlvr_jax.objectives import get_objective
     from rlvr_jax.objectives.types import ObjectiveHParams
 
@@ -89,7 +91,8 @@ def learner_step_census(preset: str, batch: int, seq_len: int, prompt_len: int, 
                          "advantages": mb["advantages"], "entropy": ent}, ObjectiveHParams())
         return out.loss_sum
 
-    census = matmul_census(jax.make_jaxpr(jax.grad(loss))(params, mb))
+    with traced_for("gpu"):  # the accelerator's program (XLA:CPU widens bf16 operands: models.precision)
+        census = matmul_census(jax.make_jaxpr(jax.grad(loss))(params, mb))
     model_flops = flops_mod.train_flops_per_token(cfg, seq_len) * batch * seq_len
     f32 = sum(v for k, v in census["by_dtype"].items() if "float32" in k)
     return {"preset": preset, "batch": batch, "seq_len": seq_len, "remat": remat, **census,

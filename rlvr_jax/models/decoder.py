@@ -29,6 +29,7 @@ from flax import nnx
 from ..sharding import with_logical_constraint
 from .config import ModelConfig
 from .decode_attention import kv_range_from_mask
+from .precision import mixed_einsum
 from .layers import Block, RMSNorm, causal_padding_mask, dtype_of, normal_init, rope_cos_sin, rope_inv_freq
 
 _REMAT_POLICIES = {
@@ -82,7 +83,7 @@ class Decoder(nnx.Module):
     def logits_from_hidden(self, h):
         w = self.unembed_matrix()
         dt = dtype_of(self.config.dtype)
-        return jnp.einsum("...h,hv->...v", h.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
+        return mixed_einsum("...h,hv->...v", h, w, dt, jnp.float32)
 
     def _prepare(self, input_ids, positions, attention_mask):
         """Embeddings, RoPE tables and the attention mask (``None`` = causal only, when there is no

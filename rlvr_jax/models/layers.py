@@ -22,6 +22,7 @@ from flax import nnx
 from ..sharding import with_logical_constraint
 from .config import ModelConfig
 from .decode_attention import decode_attention
+from .precision import attention_operands, mixed_dot
 
 _INIT_STD = 0.02
 
@@ -46,7 +47,7 @@ class Dense(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((d_out,), pdt), logical_axes=(axes[1],)) if use_bias else None
 
     def __call__(self, x):
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        y = mixed_dot(x, self.kernel[...], self.dtype)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
@@ -159,8 +160,10 @@ class Attention(nnx.Module):
         flash-attention path, which skips the blocks above the diagonal.
         """
         B, T = q.shape[:2]
-        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                           is_causal=mask is None, implementation=self.impl)
+        dt = q.dtype
+        q, k, v = attention_operands(q, k, v) if self.impl in (None, "xla") else (q, k.astype(dt), v.astype(dt))
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=mask is None,
+                                           implementation=self.impl).astype(dt)
         return self.o_proj(out.reshape(B, T, self.num_heads * self.head_dim))
 
 

@@ -22,6 +22,8 @@ cast to ``compute_dtype`` just before its matmuls, as mixed-precision training d
 ``dW`` is accumulated over chunks in float32 and returned in ``W``'s own dtype (float32 master weights keep a
 float32 gradient). Autodiff of the forward would instead have produced float32-cotangent x bfloat16-operand
 matmuls (float32 GEMMs on GPUs) and summed ``dW`` in the dtype ``W`` was cast to.
+On XLA:CPU the half-precision operands are widened to float32 before each matmul (same products and
+float32 sums; ``rlvr_jax.models.precision``).
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .precision import mixed_einsum
+
 
 def _logits(h, w):
-    return jnp.einsum("bth,hv->btv", h, w, preferred_element_type=jnp.float32)
+    return mixed_einsum("bth,hv->btv", h, w, h.dtype, jnp.float32)
 
 
 def _chunk_forward(h, w, y):
@@ -90,8 +94,8 @@ def _chunked_bwd(c, compute_dtype, res, cts):
         onehot = jax.nn.one_hot(y, V, dtype=jnp.float32)
         dz = glp[..., None] * (onehot - p) - gent[..., None] * p * (z - e[..., None])
         dz = dz.astype(compute_dtype)
-        dh = jnp.einsum("btv,hv->bth", dz, w, preferred_element_type=jnp.float32).astype(hidden.dtype)
-        dw = dw + jnp.einsum("bth,btv->hv", h, dz, preferred_element_type=jnp.float32)
+        dh = mixed_einsum("btv,hv->bth", dz, w, compute_dtype, jnp.float32).astype(hidden.dtype)
+        dw = dw + mixed_einsum("bth,btv->hv", h, dz, compute_dtype, jnp.float32)
         return dw, dh
 
     xs = tuple(_chunks(x, n, c) for x in (hidden.astype(compute_dtype), targets, lse, ez,
