@@ -159,6 +159,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         keep=3,
         resume=True,              # continue from the latest checkpoint in dir when there is one
         init_from="",             # optional orbax checkpoint to initialise from (must exist)
+        # resume although the checkpoint was trained with other algo / optim / model / data / seed / batch
+        # settings (refused otherwise, listing the fields); the change is recorded in config_history.jsonl
+        allow_config_change=False,
     ))
 
     c.logging = ml_collections.ConfigDict(dict(

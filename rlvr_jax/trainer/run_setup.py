@@ -24,6 +24,7 @@ from rlvr_jax.trainer.faults import fault_point
 from rlvr_jax.trainer.learner import Learner, LearnerOptions
 from rlvr_jax.trainer.logging_utils import MetricsWriter, Progress
 from rlvr_jax.trainer.offpolicy import RolloutPipeline
+from rlvr_jax.trainer.run_identity import check_same_run
 from rlvr_jax.rollout import SamplingParams
 
 STEP_SEED_STRIDE = 1_000_003
@@ -144,6 +145,11 @@ class Run:
         return int(self.cfg.train.total_steps)
 
 
+def checkpoint_dir(cfg) -> str:
+    """``checkpoint.dir``, default ``<out_dir>/checkpoints``."""
+    return cfg.checkpoint.dir or os.path.join(cfg.logging.out_dir, "checkpoints")
+
+
 def _start(cfg):
     """Distributed start-up, validation, the output directory and its config.json; returns the batching."""
     from rlvr_jax.sharding import initialize_distributed
@@ -153,9 +159,12 @@ def _start(cfg):
     batching = validate_config(cfg, check_files=True, num_devices=jax.device_count())
     fault_point("startup", 0)
     os.makedirs(cfg.logging.out_dir, exist_ok=True)
+    plain = as_plain(cfg)
+    # Only the same run is resumed (a differing checkpoint stops here, before anything is built or written).
+    check_same_run(cfg, plain, checkpoint_dir(cfg), cfg.logging.out_dir, jax.process_index() == 0)
     if jax.process_index() == 0:
         with open(os.path.join(cfg.logging.out_dir, "config.json"), "w") as f:
-            json.dump(as_plain(cfg), f, indent=1, sort_keys=True)
+            json.dump(plain, f, indent=1, sort_keys=True)
     return batching
 
 
@@ -204,7 +213,7 @@ def setup(cfg, stack: contextlib.ExitStack, tokenizer=None) -> Run:
     pool = GraderPool(int(cfg.data.grade_workers), float(cfg.data.grade_timeout_s),
                       reward_format=cfg.data.reward_format)
     stack.callback(pool.close)
-    ckpt = Checkpointer(cfg.checkpoint.dir or os.path.join(out_dir, "checkpoints"), int(cfg.checkpoint.keep),
+    ckpt = Checkpointer(checkpoint_dir(cfg), int(cfg.checkpoint.keep),
                         int(cfg.checkpoint.every))
     stack.callback(ckpt.close)
     writer = MetricsWriter(out_dir, bool(cfg.logging.jsonl), bool(cfg.logging.tensorboard), is_main)
