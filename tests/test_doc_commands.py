@@ -68,6 +68,7 @@ def check_tiny_eval(tmp: pathlib.Path) -> None:
         assert len(recs) == 2 and all(1 <= r.length <= 4 for r in recs)
     cfg = json.loads((tmp / "eval" / "eval_config.json").read_text())  # the preset, then the appended overrides
     assert (cfg["n"], cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_new_tokens"]) == (2, 0.7, 0.8, 20, 4)
+    assert cfg["template"] == "qwen3_nothink"  # the prompt configs/*_qwen3.py train with
 
 
 GPU = "GPU only (cuDNN attention / Pallas GPU kernels / a multi-GB model); its CPU path is tests/test_bench.py"

@@ -196,3 +196,43 @@ def test_model_token_entropy_fn_matches_full_softmax():
         ref = -(jnp.exp(logp) * logp).sum(-1)[len(p) - 1:len(p) - 1 + len(c)]
         assert e.shape == (len(c),)
         np.testing.assert_allclose(e, np.asarray(ref), rtol=2e-4, atol=2e-4)
+
+
+def test_one_prompt_per_model_in_training_and_evaluation(tmp_path, capsys):
+    """Issue 27 finding 3: configs/eval.py:qwen3 evaluates with the template configs/*_qwen3.py train with
+    (qwen3_nothink, not qwen_boxed), and with template=auto the evaluator reads a run directory's config.json."""
+    from rlvr_jax.config import as_plain
+    from rlvr_jax.config.presets import experiment
+    from rlvr_jax.evaluation.cli_config import get_config, validate_eval_config
+    for model in ("qwen3", "qwen25math"):
+        trained = experiment("nsr", model).data.template
+        assert get_config(model).template == trained == apply_preset(EvalConfig(), model).template
+    assert get_config("qwen3").template == "qwen3_nothink"
+    run = tmp_path / "runs" / "nsr"
+    (run / "final_hf").mkdir(parents=True)
+    (run / "final_hf" / "config.json").write_text(json.dumps({"model_type": "qwen3"}))  # an HF config: not a run's
+    (run / "config.json").write_text(json.dumps(as_plain(experiment("nsr", "qwen3"))))
+    c = get_config("")
+    c.checkpoint, c.out = str(run / "final_hf"), str(tmp_path / "eval")
+    assert c.template == "auto"
+    validate_eval_config(c)
+    assert c.template == "qwen3_nothink" and "the training run's" in capsys.readouterr().out
+    c = get_config("")  # an HF checkpoint outside any run: the default template
+    c.checkpoint, c.out = str(run / "final_hf"), str(tmp_path / "eval")
+    (run / "config.json").unlink()
+    validate_eval_config(c)
+    assert c.template == "qwen_boxed"
+
+
+def test_one_default_data_directory_for_every_cli(monkeypatch):
+    """Training's data.data_dir and the evaluator's data_dir default to the same folder (../shared/data, or
+    $RLVR_DATA_DIR); the evaluator used ./data, so the README's evaluation line failed as written."""
+    from rlvr_jax.config.base import get_base_config
+    from rlvr_jax.data.datasets import default_data_dir, resolve_data_dir
+    from rlvr_jax.evaluation.cli_config import get_config
+    monkeypatch.delenv("RLVR_DATA_DIR", raising=False)
+    train_dir = resolve_data_dir(get_base_config().data.data_dir)
+    eval_dir = resolve_data_dir(get_config("qwen3").data_dir)
+    assert train_dir == eval_dir == str(default_data_dir()) == "../shared/data"
+    monkeypatch.setenv("RLVR_DATA_DIR", "/elsewhere")
+    assert resolve_data_dir(get_base_config().data.data_dir) == resolve_data_dir(get_config("").data_dir) == "/elsewhere"

@@ -43,7 +43,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     ))
 
     c.data = ml_collections.ConfigDict(dict(
-        data_dir="../shared/data",
+        data_dir="",            # empty: $RLVR_DATA_DIR, else ../shared/data (rlvr_jax.data.default_data_dir)
         train="math_train",
         template="qwen_boxed",  # rlvr_jax.data.templates name
         max_prompt_len=1024,    # prompts longer than this (in tokens) are dropped and counted

@@ -252,12 +252,15 @@ def _validate_files(cfg: ml_collections.ConfigDict) -> None:
                f"no config.json in {m.hf_path!r}")
     if m.tokenizer_path and not m.tokenizer_path.startswith("builtin:"):  # builtin:* is built offline
         _check(os.path.isdir(m.tokenizer_path), "model.tokenizer_path", f"{m.tokenizer_path!r} is not a directory")
+    from rlvr_jax.data.datasets import DEFAULT_DATA_DIR_ENV, resolve_data_dir
+    data_dir = resolve_data_dir(d.data_dir)  # empty: $RLVR_DATA_DIR, else ../shared/data
     if not d.train.startswith("rg:") and not d.train.endswith((".jsonl", ".json", ".parquet")):
-        _check(os.path.isdir(d.data_dir), "data.data_dir", f"{d.data_dir!r} is not a directory")
-    missing = _dataset_file_missing(d.data_dir, d.train)
+        where = "" if d.data_dir else f" (the default: set data.data_dir or ${DEFAULT_DATA_DIR_ENV})"
+        _check(os.path.isdir(data_dir), "data.data_dir", f"{data_dir!r} is not a directory{where}")
+    missing = _dataset_file_missing(data_dir, d.train)
     _check(missing is None, "data.train", str(missing))
     for name in tuple(lg.eval_datasets) if lg.eval_every > 0 else ():
-        missing = _dataset_file_missing(d.data_dir, name)
+        missing = _dataset_file_missing(data_dir, name)
         _check(missing is None, "logging.eval_datasets", str(missing))
     if ck.init_from:
         _check(os.path.isdir(ck.init_from), "checkpoint.init_from", f"{ck.init_from!r} does not exist")

@@ -211,9 +211,18 @@ def load_file(path: str | os.PathLike, name: str | None = None, *, dedupe: bool 
     return build_dataset(name or p.stem, rows, path=str(p), dedupe=dedupe, bad=bad)
 
 
+DEFAULT_DATA_DIR = "../shared/data"  # beside the repository, as the data README lays it out
+
+
 def default_data_dir() -> pathlib.Path:
-    """``$RLVR_DATA_DIR`` if set, else ``./data``."""
-    return pathlib.Path(os.environ.get(DEFAULT_DATA_DIR_ENV, "data"))
+    """The one default data directory of every CLI (training's ``data.data_dir``, the evaluator's
+    ``data_dir``): ``$RLVR_DATA_DIR`` if set, else :data:`DEFAULT_DATA_DIR` (relative to the working directory)."""
+    return pathlib.Path(os.environ.get(DEFAULT_DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def resolve_data_dir(value: str | os.PathLike | None) -> str:
+    """A configured data directory, or :func:`default_data_dir` when it is empty."""
+    return str(value) if value else str(default_data_dir())
 
 
 def _load_from_hub(name: str) -> Dataset | None:

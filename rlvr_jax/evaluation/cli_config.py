@@ -10,13 +10,14 @@ field) and :func:`to_eval_config` turns the sampling / grading fields into the r
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 
 import ml_collections
 
 from rlvr_jax.config.validate import ConfigError
-from rlvr_jax.evaluation.config import SAMPLING_PRESETS, EvalConfig
+from rlvr_jax.evaluation.config import SAMPLING_PRESETS, EvalConfig, training_template
 from rlvr_jax.models.config import DTYPES
 from rlvr_jax.rollout import ENGINES
 
@@ -30,9 +31,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         compare="",             # comma-separated earlier output dirs to overlay (tables + PNG) into out
         datasets="math500",     # comma-separated: math500, math_test, aime2024, aime2025, amc23, math_train,
                                 # rg:<task>, humaneval, lcb, lcb:START:END, or .jsonl/.parquet paths
-        data_dir="",            # folder with the benchmark files (default: $RLVR_DATA_DIR or ./data)
+        data_dir="",            # folder with the benchmark files (default: $RLVR_DATA_DIR or ../shared/data)
         max_problems=0,         # evaluate only the first N problems of each dataset (0 = all)
-        template="qwen_boxed",  # qwen_boxed | qwen3_nothink | chat | plain; code: qwen_code | qwen3_nothink_code
+        # qwen_boxed | qwen3_nothink | chat | plain; code: qwen_code | qwen3_nothink_code; auto: the training
+        # run's (data.template of the config.json beside a run's final_hf / checkpoints), else qwen_boxed.
+        # A preset sets its model's training template (configs/<algo>_<model>.py).
+        template="auto",
         rg_size=200,            # problems per Reasoning Gym dataset
         rg_seed=0,              # Reasoning Gym generator seed
         n=16,                   # samples per problem
@@ -57,7 +61,41 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         if arg not in SAMPLING_PRESETS:
             raise ConfigError("config", f"unknown sampling preset {arg!r}; expected one of {sorted(SAMPLING_PRESETS)}")
         c.update(SAMPLING_PRESETS[arg])
+        c.template = training_template(arg)
     return c
+
+
+def run_config_of(checkpoint: str) -> tuple[pathlib.Path, dict] | None:
+    """``(path, config)`` of the training run a checkpoint belongs to: the trainer's ``config.json`` in the
+    checkpoint directory itself (a run's ``out_dir``) or in its parent (``<out_dir>/final_hf`` or
+    ``<out_dir>/checkpoints``); None when there is none (a Hugging Face config.json is not a run's)."""
+    if not checkpoint:
+        return None
+    p = pathlib.Path(checkpoint).resolve()
+    for d in (p, p.parent):
+        f = d / "config.json"
+        try:
+            cfg = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) and "algo" in cfg:
+            return f, cfg
+    return None
+
+
+def resolve_template(c: ml_collections.ConfigDict) -> str:
+    """Sets ``c.template`` when it is ``auto``: the training run's template (its config.json), else qwen_boxed.
+    An explicit template that differs from the run's is kept, with a warning line. Returns the template."""
+    found = run_config_of(c.checkpoint)
+    trained = found[1]["data"].get("template") if found else None
+    if c.template == "auto":
+        c.template = trained or "qwen_boxed"
+        if trained:
+            print(f"[evaluate] template {trained!r}: the training run's ({found[0]})", flush=True)
+    elif trained and trained != c.template and not c.template.endswith("_code"):
+        print(f"[evaluate] WARNING: template {c.template!r} differs from the {trained!r} the policy was trained "
+              f"with ({found[0]}); --config.template=auto uses the training run's", flush=True)
+    return c.template
 
 
 def split_list(value: str) -> list[str]:
@@ -71,13 +109,18 @@ def _check(cond: bool, field: str, message: str) -> None:
 
 
 def validate_eval_config(c: ml_collections.ConfigDict) -> None:
-    """Raises :class:`ConfigError` naming the first bad field of the evaluator config ``c``."""
+    """Raises :class:`ConfigError` naming the first bad field of the evaluator config ``c`` (after resolving
+    ``template=auto``: :func:`resolve_template`)."""
+    if c.template == "auto":
+        resolve_template(c)
     _check(bool(c.out), "out", "is required (the output directory)")
     _check(bool(c.checkpoint) or bool(split_list(c.compare)), "checkpoint",
            "is required (a Hugging Face or orbax checkpoint directory), unless compare is given alone")
     if c.checkpoint:
         _check(pathlib.Path(c.checkpoint).is_dir(), "checkpoint", f"{c.checkpoint!r} is not a directory")
         _check(bool(split_list(c.datasets)), "datasets", "names no dataset")
+    from rlvr_jax.data.templates import TEMPLATES
+    _check(c.template in TEMPLATES, "template", f"{c.template!r} not in {sorted(TEMPLATES)} (or auto)")
     _check(c.engine in ENGINES, "engine", f"{c.engine!r} not in {ENGINES}")
     _check(c.dtype in DTYPES, "dtype", f"{c.dtype!r} not in {DTYPES}")
     _check(c.token_entropy in ("auto", "on", "off"), "token_entropy", f"{c.token_entropy!r} not in auto | on | off")

@@ -1,7 +1,8 @@
 """Evaluation settings, the papers' sampling presets and the default k list.
 
 Presets (NSR paper Sec. 3.1): ``qwen25math`` samples n=256 at temperature 0.6, top-p 0.95; ``qwen3`` samples
-n=64 at temperature 0.7, top-p 0.8, top-k 20. The k list defaults to 1, 2, 4, ... up to n (n itself added
+n=64 at temperature 0.7, top-p 0.8, top-k 20. Each also takes the prompt template its model is trained with
+(:func:`training_template`: qwen_boxed for Qwen2.5-Math, qwen3_nothink for Qwen3). The k list defaults to 1, 2, 4, ... up to n (n itself added
 when it is not a power of two).
 """
 from __future__ import annotations
@@ -86,8 +87,16 @@ class EvalConfig:
         return d
 
 
+def training_template(model: str) -> str:
+    """The prompt template the training presets use for ``model`` (rlvr_jax.config.presets.set_model): one
+    prompt per model, in training and in evaluation (a preset named after a model evaluates with it)."""
+    from rlvr_jax.config.base import get_base_config
+    from rlvr_jax.config.presets import set_model
+    return set_model(get_base_config(), model).data.template
+
+
 def apply_preset(cfg: EvalConfig, preset: str) -> EvalConfig:
-    """``cfg`` with the sampling preset's n / temperature / top-p / top-k."""
+    """``cfg`` with the sampling preset's n / temperature / top-p / top-k and its model's training template."""
     if preset not in SAMPLING_PRESETS:
         raise ValueError(f"unknown sampling preset {preset!r}; expected one of {sorted(SAMPLING_PRESETS)}")
-    return dataclasses.replace(cfg, **SAMPLING_PRESETS[preset])
+    return dataclasses.replace(cfg, **SAMPLING_PRESETS[preset], template=training_template(preset))

@@ -171,13 +171,15 @@ def _start(cfg):
 def _data(cfg, tokenizer, batching):
     """(problems, prompt ids, dropped count, prompt sampler, eval sets) of the config's datasets."""
     from rlvr_jax.data import PromptSampler, load_dataset
-    problems, prompt_ids, dropped = encode_dataset(load_dataset(cfg.data.train, cfg.data.data_dir), cfg, tokenizer)
+    from rlvr_jax.data.datasets import resolve_data_dir
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    problems, prompt_ids, dropped = encode_dataset(load_dataset(cfg.data.train, data_dir), cfg, tokenizer)
     sampler = PromptSampler(len(problems), batching.prompt_batch_size, seed=int(cfg.train.seed),
                             shuffle=bool(cfg.train.shuffle))
     eval_sets = []
     if cfg.logging.eval_every > 0:
         for name in cfg.logging.eval_datasets:
-            eds = load_dataset(name, cfg.data.data_dir).take(int(cfg.logging.eval_n))
+            eds = load_dataset(name, data_dir).take(int(cfg.logging.eval_n))
             ep, eids, _ = encode_dataset(eds, cfg, tokenizer)
             eval_sets.append((name, ep, eids))
     return problems, prompt_ids, dropped, sampler, eval_sets
