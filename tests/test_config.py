@@ -214,3 +214,32 @@ def test_validation_vocabularies_are_the_shared_constants_and_no_unused_field():
     c.rollout.jax.scheduler = "dynamic"
     with pytest.raises(ConfigError, match=r"rollout.jax.scheduler.*not in \('static', 'continuous'\)"):
         validate_config(c, check_files=False)
+
+
+def test_context_is_checked_against_the_models_positions(tmp_path):
+    """Issue 27 finding 4: the Qwen3 preset's 1,024 + 31,744 tokens on a checkpoint with 2,048 positions used
+    to sit at 0% (JAX engine) or fail inside vLLM's start-up; validate_config now names our fields."""
+    import json
+    c = experiment("nsr", "qwen3")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "qwen3", "vocab_size": 512,
+                                                  "max_position_embeddings": 2048}))
+    c.model.hf_path = str(ckpt)
+    with pytest.raises(ConfigError) as e:
+        validate_config(c, check_files=False)
+    assert e.value.field == "rollout.max_new_tokens"
+    assert "1024 + 31744 = 32768 exceeds the model's max_position_embeddings 2048" in str(e.value)
+    c.rollout.max_new_tokens = 1024  # fits: 2,048
+    validate_config(c, check_files=False)
+    c.rollout.engine = "vllm"  # the preset's max_model_len 32,768 > 2,048
+    with pytest.raises(ConfigError, match="exceeds the model's max_position_embeddings 2048") as e:
+        validate_config(c, check_files=False)
+    assert e.value.field == "rollout.vllm.max_model_len"
+    c.rollout.vllm.max_model_len = 2048
+    validate_config(c, check_files=False)
+    t = experiment("nsr", "tiny")  # a preset's positions (tiny-qwen3: 2,048)
+    t.rollout.max_new_tokens = 4096
+    with pytest.raises(ConfigError, match="model.preset='tiny-qwen3'") as e:
+        validate_config(t, check_files=False)
+    assert e.value.field == "rollout.max_new_tokens"

@@ -11,6 +11,8 @@ a run that then burns hours:
 * an unknown ``data.template``, ``data.grade_timeout_s <= 0``, ``data.grade_workers < 0``,
   ``train.seed < 0`` (numpy's seed sequences reject it at the first step), a vLLM ``max_model_len`` shorter
   than ``data.max_prompt_len + rollout.max_new_tokens``;
+* ``data.max_prompt_len + rollout.max_new_tokens`` (and ``rollout.vllm.max_model_len`` with the vLLM engine) above
+  the model's ``max_position_embeddings`` (the preset's or ``model.hf_path``'s config.json);
 * with ``check_files``: ``logging.out_dir``, ``checkpoint.dir`` (and ``rollout.sync_dir``) must be creatable and
   writable (a probe file is created and removed), not an existing file.
 
@@ -35,25 +37,58 @@ def _check(cond: bool, field: str, message: str) -> None:
         raise ConfigError(field, message)
 
 
-def model_vocab_size(cfg) -> int | None:
-    """The vocabulary size of the configured model (preset or ``hf_path/config.json``), None if unknown."""
+def model_config_value(cfg, key: str) -> int | None:
+    """An integer field of the configured model's config (``model.preset``, else ``hf_path/config.json``;
+    ``text_config`` of multimodal configs), None if unknown."""
     m = cfg.model
-    if m.preset:
+    if m.preset and not m.hf_path:
         from rlvr_jax.models import get_preset
         try:
-            return int(get_preset(m.preset).vocab_size)
+            v = getattr(get_preset(m.preset), key, None)
         except (KeyError, ValueError):
             return None
+        return int(v) if v is not None else None
     path = os.path.join(m.hf_path, "config.json") if m.hf_path else ""
     if path and os.path.isfile(path):
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
             d = d.get("text_config", d)
-            return int(d["vocab_size"]) if "vocab_size" in d else None
+            return int(d[key]) if d.get(key) is not None else None
         except (OSError, ValueError, TypeError):
             return None
     return None
+
+
+def model_vocab_size(cfg) -> int | None:
+    """The vocabulary size of the configured model (preset or ``hf_path/config.json``), None if unknown."""
+    return model_config_value(cfg, "vocab_size")
+
+
+def check_context(cfg) -> None:
+    """The longest sequence the run makes (``data.max_prompt_len`` + ``rollout.max_new_tokens``, and the held-out
+    evaluation's ``logging.eval_max_new_tokens``) and vLLM's ``rollout.vllm.max_model_len`` fit the model's
+    ``max_position_embeddings``: beyond it a generation would crawl through positions the model never saw (the
+    JAX sampler) or vLLM would refuse to start, both long after start-up."""
+    d, r, lg = cfg.data, cfg.rollout, cfg.logging
+    limit = model_config_value(cfg, "max_position_embeddings")
+    if limit is None:
+        return
+    src = f"model.hf_path={cfg.model.hf_path!r}" if cfg.model.hf_path else f"model.preset={cfg.model.preset!r}"
+    need = int(d.max_prompt_len) + int(r.max_new_tokens)
+    _check(need <= limit, "rollout.max_new_tokens",
+           f"data.max_prompt_len + rollout.max_new_tokens = {d.max_prompt_len} + {r.max_new_tokens} = {need} exceeds "
+           f"the model's max_position_embeddings {limit} ({src}); lower rollout.max_new_tokens (or "
+           f"data.max_prompt_len)")
+    if int(lg.eval_every) > 0 and int(lg.eval_max_new_tokens) > 0:
+        need = int(d.max_prompt_len) + int(lg.eval_max_new_tokens)
+        _check(need <= limit, "logging.eval_max_new_tokens",
+               f"data.max_prompt_len + logging.eval_max_new_tokens = {need} exceeds the model's "
+               f"max_position_embeddings {limit} ({src})")
+    if r.engine == "vllm":
+        _check(int(r.vllm.max_model_len) <= limit, "rollout.vllm.max_model_len",
+               f"{r.vllm.max_model_len} exceeds the model's max_position_embeddings {limit} ({src}): vLLM would "
+               f"refuse to start; set it to at most {limit}")
 
 
 def check_values(cfg) -> None:
@@ -80,6 +115,7 @@ def check_values(cfg) -> None:
     _check(int(t.seed) >= 0, "train.seed", f"must be >= 0, got {t.seed}")
     _check(int(lg.eval_max_new_tokens) >= 0, "logging.eval_max_new_tokens",
            f"must be >= 0 (0 = rollout.max_new_tokens), got {lg.eval_max_new_tokens}")
+    check_context(cfg)
     if r.engine == "vllm":
         need = int(d.max_prompt_len) + int(r.max_new_tokens)
         _check(int(r.vllm.max_model_len) >= need, "rollout.vllm.max_model_len",
