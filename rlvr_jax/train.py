@@ -23,7 +23,8 @@ phases and the metrics, this module the loop, the final export and the CLI; docs
 
 Reproducibility: the prompt order, the sampling seed of step s and any mini-batch shuffles are functions of
 (``train.seed``, s) only, and the data position, parameters and optimizer state are checkpointed, so a run
-resumed from step s continues bit-identically. SIGTERM/SIGINT checkpoint at the end of the current step.
+resumed from step s continues bit-identically. A first SIGTERM/SIGINT checkpoints the last completed step and
+exits (a JAX-sampler generation in flight stops at its next compiled chunk), a second aborts at once.
 Multi-host: every process runs the same loop on the same host data (identical seeds); arrays are global over
 the mesh; process 0 writes logs, all processes take part in (orbax) checkpointing.
 """
@@ -33,6 +34,7 @@ import contextlib
 import dataclasses
 import os
 
+from rlvr_jax.rollout.stop import GenerationStopped
 from rlvr_jax.trainer.checkpointing import PreemptionGuard, atomic_directory
 from rlvr_jax.trainer.faults import fault_point
 from rlvr_jax.trainer.logging_utils import format_metric_line
@@ -67,10 +69,15 @@ def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> R
         step, metrics = run_.start, {}
         preempted = guard.requested_anywhere()  # a signal during start-up: stop before any step (nothing to save)
         while step < run_.total_steps and not preempted:
-            metrics = rl_step(run_, step).metrics  # steps 1.-7. of the module docstring
+            try:
+                metrics = rl_step(run_, step).metrics  # steps 1.-7. of the module docstring
+            except GenerationStopped:  # a signal cut its generation short: the step is redone on resume
+                metrics, preempted = {}, True
+                break
             step += 1
             if run_.eval_sets and step % int(cfg.logging.eval_every) == 0:
-                metrics.update(evaluate(run_, step))
+                with contextlib.suppress(GenerationStopped):  # a stop skips the held-out evaluation
+                    metrics.update(evaluate(run_, step))
             if step % int(cfg.logging.every) == 0 or step == run_.total_steps:
                 run_.writer.write(step, metrics)
             run_.progress.update(metrics)

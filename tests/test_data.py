@@ -132,3 +132,24 @@ def test_sampler_epochs_and_validation():
     assert list(s) == [[0, 1], [2, 3], [0, 1], [2, 3]]
     with pytest.raises(ValueError, match="batch_size=5 > num_items=4"):
         PromptSampler(4, 5)
+
+
+def test_too_long_prompts_are_dropped_and_reported_once(caplog):
+    """Issue 27 finding 7: 929 of 7,496 MATH prompts were dropped with only a metric; now one warning gives the
+    count, the share and the field."""
+    from rlvr_jax.data.byte_tokenizer import build_byte_tokenizer
+    from rlvr_jax.data.templates import encode_fitting, encode_prompt
+    tok = build_byte_tokenizer()
+    ds = build_dataset("toy", [{"id": str(i), "problem": "x" * (10 + 40 * i), "answer": "1"} for i in range(5)])
+    lens = [len(encode_prompt(p.problem, "qwen_boxed", tok)) for p in ds]
+    limit = lens[2]  # the first three fit, the last two do not
+    with caplog.at_level(logging.WARNING, logger="rlvr_jax.data.templates"):
+        keep, ids, dropped = encode_fitting(ds, "qwen_boxed", tok, limit, name="toy")
+    assert ([p.id for p in keep], dropped, [len(t) for t in ids]) == (["0", "1", "2"], 2, lens[:3])
+    msgs = [r.getMessage() for r in caplog.records if r.name == "rlvr_jax.data.templates"]
+    assert msgs == [f"toy: 2 of 5 prompts (40.0%) are longer than data.max_prompt_len={limit} tokens with template "
+                    f"'qwen_boxed' and are dropped"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rlvr_jax.data.templates"):
+        assert encode_fitting(ds, "qwen_boxed", tok, max(lens))[2] == 0
+    assert not caplog.records  # nothing dropped: nothing said

@@ -71,6 +71,18 @@ def check_tiny_eval(tmp: pathlib.Path) -> None:
     assert cfg["template"] == "qwen3_nothink"  # the prompt configs/*_qwen3.py train with
 
 
+def check_main_job_on_cpu(tmp: pathlib.Path) -> None:
+    """configs/nsr_qwen3.py trained one step in its own bfloat16 compute dtype on XLA:CPU (before issue 27 the first
+    update died with "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32")."""
+    import json
+    import math
+
+    cfg = json.loads((tmp / "run" / "config.json").read_text())
+    assert (cfg["model"]["dtype"], cfg["algo"]["name"], cfg["data"]["template"]) == ("bfloat16", "nsr", "qwen3_nothink")
+    rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1] and math.isfinite(rows[0]["actor/pg_loss"])
+
+
 GPU = "GPU only (cuDNN attention / Pallas GPU kernels / a multi-GB model); its CPU path is tests/test_bench.py"
 REAL_CKPT = "needs a real checkpoint (/ckpt/...) and the full benchmark data; the same CLI runs in the Run entries"
 
@@ -92,6 +104,19 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
                "--config.train.mini_batch_size=2 --config.rollout.n=2 --config.rollout.max_new_tokens=4 "
                "--config.data.max_prompt_len=512 --config.logging.eval_every=0 --config.logging.progress=False",
         expect=("run/metrics.jsonl", "run/final_hf/config.json")),
+    # the main job on CPU (bf16 paper config, tiny preset): one device, as a newcomer runs it (issue 27)
+    "python -m rlvr_jax.train --config=configs/nsr_qwen3.py --config.model.hf_path= --config.model.preset=tiny-qwen3 "
+    "--config.model.tokenizer_path=builtin:bytes --config.rollout.max_new_tokens=64 "
+    "--config.train.prompt_batch_size=8 --config.train.mini_batch_size=4 --config.train.total_steps=2 "
+    "--config.logging.out_dir=runs/nsr_qwen3_cpu": Run(
+        replace=(("runs/nsr_qwen3_cpu", "{tmp}/run"),),
+        env=(("RLVR_DATA_DIR", "{data}"),),
+        append="--config.train.total_steps=1 --config.train.prompt_batch_size=2 --config.train.mini_batch_size=2 "
+               "--config.rollout.n=2 --config.rollout.max_new_tokens=8 --config.data.max_prompt_len=256 "
+               "--config.train.length_bucket=32 --config.rollout.jax.scheduler=static "  # less to compile
+               "--config.logging.tensorboard=False --config.logging.progress=False",
+        expect=("run/metrics.jsonl", "run/final_hf/config.json", "run/config_history.jsonl"),
+        check=check_main_job_on_cpu),
     "python -m rlvr_jax.evaluate --config=configs/eval.py:qwen3 --config.checkpoint=runs/nsr/final_hf "
     "--config.datasets=math500,aime2025,amc23 --config.engine=jax --config.out=runs/nsr/eval": Run(
         replace=(("runs/nsr/final_hf", "{ckpt}"), ("runs/nsr/eval", "{tmp}/eval")),

@@ -176,3 +176,32 @@ def test_toy_sharded_over_mesh_matches_unsharded(toy, toy_sampler):
         for cs, cp in zip(row_s, row_p):
             assert cs.token_ids == cp.token_ids and cs.finish_reason == cp.finish_reason
             np.testing.assert_allclose(cs.logprobs, cp.logprobs, atol=1e-6)
+
+
+def test_a_pending_stop_ends_generation_between_compiled_calls(toy, toy_sampler):
+    """Issue 27 finding 5: a stop requested (by the trainer's signal guard) while the sampler works is honoured
+    at its next return to the host (continuous: after decode_steps steps; static: between chunks of rows), not
+    after the whole generation; the next generation runs normally once the request is cleared."""
+    from rlvr_jax.rollout import stop
+    params = SamplingParams(temperature=1.0, max_new_tokens=16, seed=1)
+    calls = []
+    if toy_sampler.scheduler == "continuous":
+        target, name = toy_sampler._continuous, "_run_jit"
+    else:
+        target, name = toy_sampler, "_run_chunk"
+    inner = getattr(target, name)
+
+    def counted(*a, **kw):
+        calls.append(1)
+        stop.request_stop()  # as a signal arriving during this compiled call
+        return inner(*a, **kw)
+
+    setattr(target, name, counted)
+    try:
+        with pytest.raises(stop.GenerationStopped):
+            toy_sampler.generate(PROMPTS * 8, 4, params)  # static: 2 chunks of 16 rows; continuous: many calls
+        assert len(calls) == 1
+    finally:
+        setattr(target, name, inner)
+        stop.clear_stop()
+    assert len(toy_sampler.generate(PROMPTS, 2, params)) == len(PROMPTS)

@@ -229,3 +229,16 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
     again = rebuild_report(ExperimentConfig.quick(out_dir=str(out), warm_dir=str(out / "warmstart")))
     assert json.loads(json.dumps(again["heldout"])) == s["heldout"]
     assert json.loads(json.dumps(again["properties"])) == s["properties"]
+
+
+def test_report_per_seed_table_shows_a_zero_greedy_accuracy_as_zero():
+    """Issue 27 finding 7: ``x or float('nan')`` printed nan for a greedy accuracy (or entropy) of exactly 0.0;
+    only a missing value is nan."""
+    from rlvr_jax.testbed.report import aggregate, tables
+    summary = {"pass_at_k": {"1": 0.25, "2": 0.5}, "greedy_accuracy": 0.0, "token_entropy": 0.0,
+               "mean_accuracy": 0.25, "answer_entropy": 0.0, "status_counts": {"correct": 1, "incorrect": 3}}
+    evals = {"base": [summary], "nsr": [dict(summary, greedy_accuracy=None, token_entropy=None)]}
+    t = tables(aggregate(evals, [1, 2]), evals, {}, [1, 2], [0])
+    row = [line for line in t["per_seed"].splitlines() if line.startswith("| 0 ")][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "25.0 / 50.0 / 0.0 / 0.000" and cells[2] == "25.0 / 50.0 / nan / nan", cells

@@ -62,7 +62,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         sync_dir="",           # where weight versions are exported for vLLM (default: <out_dir>/weights)
         jax=ml_collections.ConfigDict(dict(  # the in-process sampler (rlvr_jax.rollout.jax_sampler)
             scheduler="continuous",  # continuous (slots refilled) | static (chunks decode to their longest row)
-            decode_steps=4096,   # continuous: most decode steps per compiled call (then the host resumes it)
+            # continuous: most decode steps per compiled call (then the host resumes it, and a pending SIGTERM
+            # stops the generation: this bounds the stop's latency; the samples do not depend on it)
+            decode_steps=256,
             refill_rows=0,       # continuous: prompts prefilled per refill call (0 = an eighth of the slots)
         )),
         vllm=ml_collections.ConfigDict(dict(

@@ -25,6 +25,10 @@ the tokenizer's EOS (:func:`stop_token_ids`).
 """
 from __future__ import annotations
 
+import logging
+
+logger = logging.getLogger(__name__)
+
 SYSTEM_PROMPT = "You are a helpful assistant."
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -122,3 +126,23 @@ def stop_token_ids(tokenizer) -> tuple[int, ...]:
     elif isinstance(eos, (list, tuple)):
         ids.extend(int(e) for e in eos)
     return tuple(dict.fromkeys(ids))
+
+
+def encode_fitting(problems, template: str, tokenizer, max_len: int, name: str = "dataset",
+                   field: str = "data.max_prompt_len") -> tuple[list, list[list[int]], int]:
+    """``(kept problems, their prompt ids, dropped count)``: the problems whose prompt (``template``) has at most
+    ``max_len`` tokens. The dropped ones are reported once, with their count and share, as a warning (the
+    trainer's ``train/dropped_long_prompts`` metric repeats the count every step)."""
+    keep, ids, dropped = [], [], 0
+    for p in problems:
+        t = encode_prompt(p.problem, template, tokenizer)
+        if len(t) > max_len:
+            dropped += 1
+            continue
+        keep.append(p)
+        ids.append(t)
+    if dropped:
+        total = dropped + len(keep)
+        logger.warning("%s: %d of %d prompts (%.1f%%) are longer than %s=%d tokens with template %r and are "
+                       "dropped", name, dropped, total, 100.0 * dropped / total, field, max_len, template)
+    return keep, ids, dropped

@@ -96,8 +96,10 @@ class ContinuousScheduler:
 
     # ------------------------------------------------------------------ host loop
     def run(self, prompts, row_ids, caps, params, stop_arr, num_new_bucket):
-        """Generates every request; returns ``([(tokens, logprobs, stopped)] per request, stats)``."""
+        """Generates every request; returns ``([(tokens, logprobs, stopped)] per request, stats)``. Raises
+        :class:`rlvr_jax.rollout.stop.GenerationStopped` between compiled calls once a stop is requested."""
         from rlvr_jax.rollout.jax_sampler import pick_bucket
+        from rlvr_jax.rollout.stop import check_stop
         s = self.s
         Q = len(prompts)
         B = pick_bucket(min(Q, s.max_batch_size), s.batch_buckets, "batch rows")
@@ -121,6 +123,8 @@ class ContinuousScheduler:
                     outs[req[i]] = (toks[i, :length[i]].tolist(), logps[i, :length[i]].tolist(), bool(stopped[i]))
                 sent, finished = sent + head, finished + count
                 slot_steps, calls = slot_steps + steps * B + refills * R, calls + 1
+                if finished < Q:  # back on the host after at most decode_steps steps: a pending stop ends it
+                    check_stop("JAX sampler, continuous batching")
         useful = sum(len(o[0]) for o in outs)
         return outs, {"useful_tokens": useful, "slot_steps": slot_steps, "utilisation": useful / max(slot_steps, 1),
                       "compiled_calls": calls, "slots": B, "refill_rows": R, "queue_rows": Qc}

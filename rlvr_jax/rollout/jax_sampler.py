@@ -69,6 +69,7 @@ import numpy as np
 from flax import nnx
 
 from rlvr_jax.batch import left_pad
+from rlvr_jax.rollout.stop import check_stop
 from rlvr_jax.rollout import sampling_ops
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlvr_jax.rollout.buckets import check_buckets, pick_bucket, power_of_two_buckets  # noqa: F401 (re-exported)
@@ -270,6 +271,8 @@ class JaxSampler(RolloutEngine):
         """Chunks of ``max_batch_size`` rows, each decoded until its longest row is done."""
         outs, slot_steps, calls = [], 0, 0
         for start in range(0, len(prompts), self.max_batch_size):
+            if start:
+                check_stop("JAX sampler, between chunks of rows")  # a pending stop (rollout.stop) ends it here
             sl = slice(start, start + self.max_batch_size)
             toks, logps, lengths, stopped = self._run_chunk(prompts[sl], row_ids[sl], caps[sl], params, stop_arr,
                                                             num_new_bucket)

@@ -108,6 +108,11 @@ def aggregate(evals: dict[str, list[dict]], ks) -> dict:
     return out
 
 
+def _or_nan(x) -> float:
+    """``x``, or nan when it is missing (None); 0.0 stays 0.0."""
+    return float("nan") if x is None else float(x)
+
+
 def tables(agg: dict, evals: dict[str, list[dict]], runs: dict, ks, seeds) -> dict[str, str]:
     """The report's markdown tables: ``pass_at_k`` (rows k), ``metrics`` (greedy, entropies, unparseable share),
     ``per_seed`` (pass@1 / pass@kmax / greedy / token entropy of every seed) and ``training`` (first- and
@@ -123,8 +128,8 @@ def tables(agg: dict, evals: dict[str, list[dict]], runs: dict, ks, seeds) -> di
     per_seed = markdown_table(
         ["seed"] + labels,
         [[seed] + [f"{100 * evals[n][i]['pass_at_k']['1']:.1f} / {100 * evals[n][i]['pass_at_k'][str(kmax)]:.1f} / "
-                   f"{100 * (evals[n][i].get('greedy_accuracy') or float('nan')):.1f} / "
-                   f"{evals[n][i].get('token_entropy') or float('nan'):.3f}" for n in names]
+                   f"{100 * _or_nan(evals[n][i].get('greedy_accuracy')):.1f} / "
+                   f"{_or_nan(evals[n][i].get('token_entropy')):.3f}" for n in names]
          for i, seed in enumerate(seeds)])
     train_rows = []
     for a, per in runs.items():

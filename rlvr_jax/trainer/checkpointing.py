@@ -241,13 +241,21 @@ def _abstract(x):
 
 
 class PreemptionGuard:
-    """Turns SIGTERM/SIGINT into a request the loop honours at its next safe point (checkpoint, then exit).
+    """SIGTERM / SIGINT: the first one stops the run with a checkpoint of the last completed step, the second
+    aborts at once.
 
-    Use as a context manager around the whole run (installed before start-up work, so a SIGTERM during model
-    loading or compilation also ends in a clean checkpoint-and-exit); handlers are only installed from the main
-    thread and the previous handlers are restored on exit. A second SIGTERM while a request is pending is
-    acknowledged and ignored (the orderly stop continues: schedulers send SIGTERM repeatedly before SIGKILL); a
-    second SIGINT falls through to the previous handler, so a double Ctrl-C still interrupts.
+    First signal: says so on stderr ("checkpointing after this step; again to abort"), sets the request the loop
+    checks after every step and (single process) asks the JAX sampler to stop at its next return to the host
+    (:mod:`rlvr_jax.rollout.stop`; the trainer then discards the interrupted step and saves the last completed
+    one), so a stop lands within seconds even during a long generation. Second signal: exits immediately
+    (``os._exit(128 + signum)``: no checkpoint, the run resumes from its last saved one).
+
+    Python runs signal handlers only on the main thread between bytecodes, never while that thread waits for a
+    compiled XLA call; so the guard also reads the signal numbers from ``signal.set_wakeup_fd`` on a watcher
+    thread, which acts (prints, requests, aborts) while the main thread is blocked. Each delivery is handled
+    once, by whichever of the two reads it first. Installed only from the main thread; the previous handlers and
+    wakeup fd are restored on exit. Use around the whole run (a signal during start-up stops before the first
+    step).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -255,26 +263,72 @@ class PreemptionGuard:
     def __init__(self):
         self._requested = threading.Event()
         self._previous: dict[int, Any] = {}
+        self._lock = threading.RLock()  # the main-thread handler may interrupt its own _drain
+        self._count = 0
+        self._sock: tuple | None = None
+        self._old_wakeup = -1
         self.signal_received: int | None = None
 
+    # ---- one delivery
+    def _on_signal(self, signum: int) -> None:
+        from rlvr_jax.rollout.stop import request_stop
+        self._count += 1
+        name = signal.Signals(signum).name
+        if self._count == 1:
+            self.signal_received = signum
+            self._requested.set()
+            if jax.process_count() == 1:  # multi-host: every process must stop at the same step boundary
+                request_stop()
+            print(f"[train] {name}: checkpointing after this step (a generation in flight stops at its next "
+                  f"compiled chunk, and the last completed step is saved), then exiting; {name} again to abort at "
+                  f"once without a checkpoint", file=sys.stderr, flush=True)
+            return
+        print(f"[train] {name} again: aborting now without a checkpoint (the run resumes from its last saved one)",
+              file=sys.stderr, flush=True)
+        os._exit(128 + int(signum))
+
+    def _drain(self) -> None:
+        """Handles every signal number waiting in the wakeup socket (non-blocking, under the lock)."""
+        with self._lock:
+            if self._sock is None:
+                return
+            while True:
+                try:
+                    data = self._sock[0].recv(64)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                if not data:
+                    return
+                for b in data:
+                    if b in self.SIGNALS:
+                        self._on_signal(b)
+
+    def _watch(self, sock) -> None:
+        import select
+        while True:
+            try:
+                select.select([sock], [], [])
+            except (OSError, ValueError):
+                return
+            if self._sock is None:
+                return
+            self._drain()
+
     def _handler(self, signum, frame):
-        if self._requested.is_set() and signum == signal.SIGTERM:
-            print("[train] SIGTERM again: already stopping at the next safe point (checkpoint, then exit)",
-                  file=sys.stderr, flush=True)
-            return
-        if self._requested.is_set():
-            prev = self._previous.get(signum)
-            if callable(prev):
-                prev(signum, frame)
-            elif prev == signal.SIG_DFL:
-                raise KeyboardInterrupt
-            return
-        self.signal_received = signum
-        self._requested.set()
+        if self._sock is not None:
+            self._drain()  # the watcher may not have run yet: handle it now (once)
+        else:
+            with self._lock:
+                self._on_signal(signum)
 
     def request(self) -> None:
         """Asks for a checkpoint-and-exit as if a signal had arrived (tests, programmatic stops)."""
+        from rlvr_jax.rollout.stop import request_stop
         self._requested.set()
+        if jax.process_count() == 1:
+            request_stop()
 
     @property
     def requested(self) -> bool:
@@ -289,15 +343,33 @@ class PreemptionGuard:
         return flag
 
     def __enter__(self):
+        from rlvr_jax.rollout.stop import clear_stop
+        clear_stop()
         if threading.current_thread() is threading.main_thread():
+            import socket
+            r, w = socket.socketpair()
+            r.setblocking(False)
+            w.setblocking(False)
+            self._sock = (r, w)
+            self._old_wakeup = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handler)
+            threading.Thread(target=self._watch, args=(r,), name="signal-watcher", daemon=True).start()
         return self
 
     def __exit__(self, *exc):
+        from rlvr_jax.rollout.stop import clear_stop
         for s, prev in self._previous.items():
             signal.signal(s, prev)
         self._previous.clear()
+        if self._sock is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            with self._lock:
+                r, w = self._sock
+                self._sock = None
+                w.close()  # wakes the watcher (end of stream), which then sees _sock is None and ends
+            r.close()
+        clear_stop()
 
 
 @contextlib.contextmanager

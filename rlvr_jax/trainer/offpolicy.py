@@ -81,7 +81,11 @@ class RolloutPipeline:
         if self._pool is not None:
             job = self._pool.submit(self._generate, step, idx, prompts, version)
         else:
-            job = self._generate(step, idx, prompts, version)
+            try:
+                job = self._generate(step, idx, prompts, version)
+            except BaseException:  # e.g. rollout.stop.GenerationStopped: the batch is drawn again on resume
+                self.sampler.load_state_dict(pos)
+                raise
         self._pending[step] = (job, pos)
 
     def wait(self, step: int) -> tuple[RolloutBatch, float]:
@@ -97,13 +101,18 @@ class RolloutPipeline:
         One-step off-policy: then syncs v_step (``policy_model()``) and launches batch step+1 with it."""
         if step not in self._pending:  # the first step (or the first after a resume): generate it now
             self.launch(step, self.engine_version)
+        pos = self._pending[step][1]
         rb, wait_s = self.wait(step)
         exposed = rb.gen_seconds if rb.inline else min(wait_s, rb.gen_seconds)
         timing = {"gen": rb.gen_seconds, "gen_exposed": exposed, "gen_hidden": rb.gen_seconds - exposed}
         if self.off_policy_steps:
             timing["sync_weights"] = self.sync(policy_model(), step)
             if step + 1 < total_steps:
-                self.launch(step + 1, step)
+                try:
+                    self.launch(step + 1, step)
+                except BaseException:  # an interrupted step: batch `step` stays pending (data_position)
+                    self._pending[step] = (rb, pos)
+                    raise
         return rb, timing
 
     def data_position(self, step: int) -> dict:

@@ -83,15 +83,9 @@ def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir
 
 def encode_dataset(ds, cfg, tokenizer) -> tuple[list, list[list[int]], int]:
     """Problems whose prompt fits ``data.max_prompt_len`` and their token ids; returns the number dropped."""
-    from rlvr_jax.data import encode_prompt
-    keep, ids, dropped = [], [], 0
-    for p in ds:
-        t = encode_prompt(p.problem, cfg.data.template, tokenizer)
-        if len(t) > cfg.data.max_prompt_len:
-            dropped += 1
-            continue
-        keep.append(p)
-        ids.append(t)
+    from rlvr_jax.data.templates import encode_fitting
+    keep, ids, dropped = encode_fitting(ds, cfg.data.template, tokenizer, int(cfg.data.max_prompt_len),
+                                        name=getattr(ds, "name", None) or str(cfg.data.train))
     if not keep:
         raise ValueError(f"no prompt of {cfg.data.train!r} fits data.max_prompt_len={cfg.data.max_prompt_len}")
     return keep, ids, dropped

@@ -3,8 +3,9 @@ command again. The final metrics, every checkpoint array and the exported weight
 run's bit for bit, and metrics.jsonl / TensorBoard must hold each step exactly once.
 
 Default (``make test``): SIGKILL between a step's metrics line and its checkpoint (the case that used to duplicate
-a metrics line), and the guard ignoring a second SIGTERM. ``RLVR_FAULTS_HEAVY=1``: SIGTERM twice in one step in
-process, and SIGTERM and SIGKILL at every phase in a subprocess (14 more interrupted runs).
+a metrics line), and the first SIGTERM's request. ``RLVR_FAULTS_HEAVY=1``: SIGTERM twice in one step (the second
+aborts the process; the run resumes from its last checkpoint), and SIGTERM and SIGKILL at every phase in a
+subprocess (14 more interrupted runs).
 """
 import glob
 import hashlib
@@ -123,19 +124,26 @@ def _interrupt_and_resume(env, ref, tmp_path, fault, in_process, monkeypatch):
     return out
 
 
-def test_second_sigterm_is_acknowledged_not_fatal(capsys):
+def test_first_sigterm_requests_a_stop_and_says_what_happens(capsys):
+    """(The second signal aborts the process: tests/faults/test_faults_signals.py, in a child process.)"""
+    from rlvr_jax.rollout import stop
     from rlvr_jax.trainer.checkpointing import PreemptionGuard
     with PreemptionGuard() as guard:
         os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)  # used to fall through to SIG_DFL -> KeyboardInterrupt
-        assert guard.requested and guard.signal_received == signal.SIGTERM
-    assert "SIGTERM again: already stopping" in capsys.readouterr().err
+        assert guard.requested and guard.signal_received == signal.SIGTERM and stop.stop_requested()
+    assert not stop.stop_requested()  # cleared when the guard is left
+    assert "SIGTERM: checkpointing after this step" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not HEAVY, reason="set RLVR_FAULTS_HEAVY=1 (the in-process SIGTERM path is also covered by "
-                                      "tests/test_train.py::test_sigterm_saves_checkpoint_and_stops)")
-def test_double_sigterm_during_a_step_stops_cleanly_and_resumes_bit_identically(env, ref, tmp_path, monkeypatch):
-    _interrupt_and_resume(env, ref, tmp_path, "gen:1:TERM,update:1:TERM", True, monkeypatch)
+@pytest.mark.skipif(not HEAVY, reason="set RLVR_FAULTS_HEAVY=1 (the second signal's abort is timed in "
+                                      "tests/faults/test_faults_signals.py)")
+def test_double_sigterm_during_a_step_aborts_and_resumes_bit_identically(env, ref, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    p = _subprocess(env, out, "gen:1:TERM,update:1:TERM")
+    assert p.returncode == 128 + signal.SIGTERM and "SIGTERM again: aborting now" in p.stderr, p.stderr[-3000:]
+    res = run(tiny_config(out, env["data"], env["tok_dir"]))  # the same command again: from step 1's checkpoint
+    assert res.steps_done == TOTAL_STEPS and not res.preempted
+    _assert_same_as_reference(ref, out)
 
 
 def test_sigkill_between_metrics_and_checkpoint_no_duplicate_lines(env, ref, tmp_path, monkeypatch, capfd):
