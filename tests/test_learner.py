@@ -218,26 +218,27 @@ def test_bf16_first_moment_option():
     assert max(moved) > 0
 
 
-def test_bf16_update_runs_on_cpu_and_matches_float32():
-    """Issue 27 finding 1: a bf16-compute update with several micro-batches (the trainer's lax.scan) runs on
-    XLA:CPU (jax.nn.dot_product_attention's BF16_BF16_F32 dot algorithm is unimplemented there) and gives the
-    float32 model's loss, gradient norm and new parameters within bf16 tolerance."""
-    rng = np.random.default_rng(7)
-    batch = _batch(rng, n=8)
+def test_bf16_on_cpu_matches_float32():
+    """Issue 27 finding 1: on XLA:CPU bf16 compute widens its operands to float32 before each matmul
+    (rlvr_jax.models.precision); the log-probs and the policy-gradient of a bf16 model equal the float32 model's
+    within bf16 tolerance. (That a bf16 training update runs on one CPU device, which died with "Unsupported
+    element type for DotThunk::Execute: BF16 x BF16 = F32", is the README's "main job on CPU" command in
+    tests/test_doc_commands.py.)"""
+    b = jax.tree.map(jnp.asarray, _batch(np.random.default_rng(7), n=8))
     out = {}
     for dt in ("float32", "bfloat16"):
-        mesh = make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
-        cfg = get_preset("tiny-qwen3", dtype=dt, param_dtype="float32")
-        opts = dataclasses.replace(_opts(micro=4), lr=1e-3, logprob_chunk_size=16)  # the tiny preset's chunk
-        lr = Learner(_replicate(Decoder(cfg, rngs=nnx.Rngs(0)), mesh), opts, mesh)
-        if dt == "float32":
-            old = lr.compute_logprobs(batch)[0] - 0.1 * batch.response_mask
-            batch = batch.replace(old_logp=old)
-        m = lr.update(batch)
-        out[dt] = (m, jax.tree.map(np.asarray, lr.policy.state["params"]))
-    (m32, p32), (m16, p16) = out["float32"], out["bfloat16"]
-    assert m16["actor/skipped"] == 0 and np.isfinite(m16["actor/grad_norm"])
-    assert abs(m16["actor/loss"] - m32["actor/loss"]) <= 2e-2 * abs(m32["actor/loss"])
-    assert abs(m16["actor/grad_norm"] - m32["actor/grad_norm"]) <= 5e-2 * m32["actor/grad_norm"]
-    for a, b in zip(jax.tree.leaves(p16), jax.tree.leaves(p32)):  # Adam moves each weight by about lr
-        assert float(np.abs(a - b).max()) <= 1e-3
+        g, s = nnx.split(Decoder(get_preset("tiny-qwen3", dtype=dt, param_dtype="float32"), rngs=nnx.Rngs(0)))
+
+        def loss(s):
+            logp, ent = sequence_logprobs(nnx.merge(g, s), b, chunk_size=16)
+            return jnp.sum((logp * b.advantages + 1e-3 * ent) * b.response_mask), logp
+
+        (value, logp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(s)
+        out[dt] = (float(value), np.asarray(logp), jax.tree.leaves(grads))
+    (v32, lp32, g32), (v16, lp16, g16) = out["float32"], out["bfloat16"]
+    m = np.asarray(b.response_mask) != 0
+    assert np.abs(lp16 - lp32)[m].max() < 0.05 and abs(v16 - v32) <= 1e-2 * abs(v32)  # log-probs about -6.2
+    norm = lambda gs: float(np.sqrt(sum(float(jnp.sum(jnp.square(x.astype(jnp.float32)))) for x in gs)))  # noqa
+    assert abs(norm(g16) - norm(g32)) <= 3e-2 * norm(g32)
+    cos = sum(float(jnp.vdot(a.astype(jnp.float32), c)) for a, c in zip(g16, g32)) / (norm(g16) * norm(g32))
+    assert cos > 0.99, cos

@@ -2,7 +2,7 @@
 
 ``python signal_job.py xla``: a PreemptionGuard around a compiled XLA loop of about a minute; prints ``ready``
 first (the main thread is then inside XLA, where Python runs no signal handler).
-``python signal_job.py train OUT DATA_DIR TOKENIZER_DIR``: the tiny NSR run of preempt_job.py with long
+``python signal_job.py train OUT DATA_DIR TOKENIZER_DIR``: the tiny run of preempt_job.py as PSR with long
 generations (1,536 new tokens, ``decode_steps`` 32; step 0's capped at 8 tokens); one second into step 1's generation the process sends
 itself SIGTERM and prints ``signal_sent_at=<time.time()>``.
 """
@@ -40,7 +40,9 @@ def train(out, data_dir, tok_dir):
     from rlvr_jax.rollout.jax_sampler import JaxSampler
     from rlvr_jax.train import run
 
+    from rlvr_jax.config.presets import set_algorithm
     c = tiny_config(out, data_dir, tok_dir, total_steps=3)
+    set_algorithm(c, "psr")  # a random policy solves nothing: no update to compile, the step is quick
     c.rollout.max_new_tokens = 1536
     c.rollout.jax.decode_steps = 32
     c.logging.tensorboard = False
