@@ -100,7 +100,8 @@ def test_eval_config_maps_onto_the_runner_settings(tmp_path):
     validate_eval_config(c)
     assert to_eval_config(c) == EvalConfig(n=64, ks=(1, 4, 16), temperature=0.7, top_p=0.8, top_k=20,
                                            max_new_tokens=128, seed=3, greedy=False, grade_workers=None,
-                                           policy=str(tmp_path.resolve()), engine="vllm")
+                                           policy=str(tmp_path.resolve()), engine="vllm",
+                                           template="qwen3_nothink")  # the prompt configs/*_qwen3.py train with
 
 
 @pytest.mark.parametrize("field,value,match", [
