@@ -38,6 +38,7 @@ def train(out, data_dir, tok_dir):
     from preempt_job import tiny_config
 
     from rlvr_jax.rollout.jax_sampler import JaxSampler
+    from rlvr_jax.rollout.stop import GenerationStopped
     from rlvr_jax.train import run
 
     from rlvr_jax.config.presets import set_algorithm
@@ -58,7 +59,11 @@ def train(out, data_dir, tok_dir):
                 print(f"signal_sent_at={time.time():.6f}", flush=True)
                 os.kill(os.getpid(), signal.SIGTERM)
             threading.Thread(target=kill, daemon=True).start()
-        return inner(self, prompts, *a, **kw)
+        try:
+            return inner(self, prompts, *a, **kw)
+        except GenerationStopped:
+            print(f"generation_stopped_at={time.time():.6f}", flush=True)  # cut short, not finished
+            raise
 
     JaxSampler.generate = generate
     res = run(c)

@@ -65,9 +65,13 @@ def test_second_signal_aborts_at_once_while_xla_runs():
     assert t1 - t0 < 2.0 and t3 - t2 < 2.0
 
 
-def test_first_signal_during_generation_exits_within_seconds_with_the_last_step_saved(env, tmp_path):
-    out = tmp_path / "run"
-    p, lines = _start("train", str(out), str(env["data"]), str(env["tok_dir"]))
+def test_first_signal_during_generation_exits_within_seconds_with_the_last_step_saved(tmp_path):
+    out, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    for name in ("math_train", "math500"):
+        (data / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": str(i), "problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n" for i in range(4)))
+    p, lines = _start("train", str(out), str(data), "builtin:bytes")  # the byte tokenizer: nothing to build
     try:
         (_, _, sent), _ = _until(lines, lambda x: x[2].startswith("signal_sent_at="), 240)
         t_sig = float(sent.split("=")[1])
@@ -81,7 +85,9 @@ def test_first_signal_during_generation_exits_within_seconds_with_the_last_step_
     latency = t_exit - t_sig
     rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
     print(f"\nSIGTERM 1 s into step 1's generation (up to 8 x 1,536 tokens) -> exit {latency:.2f} s")
-    assert rc == 0 and "[signal_job] steps_done=1 preempted=True" in "".join(rest), "".join(rest)[-3000:]
+    text = "".join(rest)
+    assert rc == 0 and "[signal_job] steps_done=1 preempted=True" in text, text[-3000:]
+    assert "generation_stopped_at=" in text  # the sampler stopped mid-generation (GenerationStopped)
     assert [r["step"] for r in rows] == [1]  # step 1 (index 1) was cut short, not logged
     assert Checkpointer(str(out / "checkpoints")).latest_step() == 1
     assert latency < 5.0
