@@ -354,7 +354,7 @@ def test_schedule_switches_phase_in_a_tiny_run(env, tmp_path):
 HEAVY = os.environ.get("RLVR_REMEDIES_HEAVY") == "1"
 
 
-@pytest.mark.skipif(not HEAVY, reason="about 2-3 minutes on 2 cores: set RLVR_REMEDIES_HEAVY=1")
+@pytest.mark.skipif(not HEAVY, reason="about 4-5 minutes on 2 cores: set RLVR_REMEDIES_HEAVY=1")
 def test_heavy_every_remedy_trains_and_resume_mid_schedule_is_bitwise_exact(env, tmp_path):
     from rlvr_jax.train import run
     from rlvr_jax.trainer.checkpointing import Checkpointer
