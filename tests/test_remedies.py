@@ -386,3 +386,29 @@ def test_heavy_every_remedy_trains_and_resume_mid_schedule_is_bitwise_exact(env,
     assert [r["train/phase"] for r in ma] == [r["train/phase"] for r in mb] == [0, 0, 1, 1]
     assert [r["actor/pg_loss"] for r in mb] == [r["actor/pg_loss"] for r in ma]
     assert [r["actor/num_updates"] for r in ma[2:]] == [2, 2]  # GRPO: "mask", 2 mini-batches
+
+
+def test_frontier_deltas_by_hand(tmp_path):
+    """rlvr_jax.testbed.frontier: per-seed differences to the base, mean ± std over seeds, rare-only split."""
+    from rlvr_jax.testbed import frontier
+    ev = lambda p1, p4, h: {"pass_at_k": {"1": p1, "2": 0.0, "4": p4}, "token_entropy": h}  # noqa: E731
+    rare = lambda p1, p4: {"rare_only": {"puzzles": 3, "pass@1": p1, "pass@4": p4}}  # noqa: E731
+    summary = {"ks": [1, 2, 4], "config": {"seeds": [0, 1]},
+               "per_seed": {"base": [ev(0.30, 0.80, 0.4), ev(0.32, 0.84, 0.4)],
+                            "simko": [ev(0.40, 0.70, 0.3), ev(0.36, 0.80, 0.5)]},
+               "properties": {"policies": {"base": {"0": rare(0.1, 0.5), "1": rare(0.1, 0.3)},
+                                           "simko": {"0": rare(0.2, 0.4), "1": rare(0.0, 0.3)}}}}
+    d = frontier.deltas(summary)
+    assert d["K"] == 4
+    np.testing.assert_allclose(d["simko"]["d1"], (7.0, np.std([10, 4], ddof=1)))
+    np.testing.assert_allclose(d["simko"]["dK"], (-7.0, np.std([-10, -4], ddof=1)))
+    np.testing.assert_allclose(d["simko"]["rare_d1"], (0.0, np.std([10, -10], ddof=1)), atol=1e-12)
+    np.testing.assert_allclose(d["simko"]["rare_dK"], (-5.0, np.std([-10, 0], ddof=1)))
+    np.testing.assert_allclose(d["base"]["d1"], (0.0, 0.0))
+    os.makedirs(tmp_path / "report")
+    with open(tmp_path / "report" / "summary.json", "w") as f:
+        json.dump(summary, f)
+    frontier.write(str(tmp_path / "report"))
+    md = (tmp_path / "report" / "frontier.md").read_text()
+    assert "simko (remedy)" in md and "+7.0 ± 4.2" in md and "-5.0 ± 7.1" in md
+    assert (tmp_path / "report" / "frontier.png").stat().st_size > 1000
