@@ -1,7 +1,8 @@
 """A tiny random model that trains on CPU in seconds: `--config=configs/tiny_cpu.py:nsr` picks the algorithm.
 
 The algorithm is any of rlvr_jax.config.presets.ALGORITHMS (ppo, grpo, psr, nsr, w_reinforce, reinforce, dapo,
-gspo, grpo_n, gspo_n; default grpo) with its paper preset; append `,vllm` to use the vLLM server engine instead
+gspo, grpo_n, gspo_n, and the remedies grpo_unlikely, grpo_gated, nsr_gated, simko; default grpo) or a scheduled
+algorithm of presets.SCHEDULES (nsr_warmup) with its preset; append `,vllm` to use the vLLM server engine instead
 of the in-process JAX sampler (e.g. `configs/tiny_cpu.py:nsr,vllm`). The tokenizer is the built-in byte-level
 one (`model.tokenizer_path="builtin:bytes"`, rlvr_jax.data.byte_tokenizer), so only the data directory is needed.
 """

@@ -35,6 +35,8 @@ def make_batch(seed, b=6, t=7, *, pm_one=False, ratio_noise=0.1):
         entropy=jnp.asarray(rng.random((b, t)) * 2),
         mask=jnp.asarray(mask),
         advantages=jnp.asarray(adv[:, None] * mask),
+        # SimKO's inputs (objectives/simko.py): the top-3 log-prob sum and the top-1 flag
+        topk_logp_sum=jnp.asarray(-rng.random((b, t)) * 6), is_top1=jnp.asarray(rng.random((b, t)) < 0.5) * 1.0,
     )
 
 
@@ -184,7 +186,8 @@ def test_every_objective_finite_on_degenerate_batches(case):
     rng = np.random.default_rng(8)
     b = dict(logp=jnp.asarray(-rng.random(mask.shape) * 3), old_logp=jnp.asarray(-rng.random(mask.shape) * 3),
              ref_logp=jnp.asarray(-rng.random(mask.shape)), entropy=jnp.asarray(rng.random(mask.shape)),
-             mask=jnp.asarray(mask), advantages=jnp.asarray(rng.normal(size=mask.shape)))
+             mask=jnp.asarray(mask), advantages=jnp.asarray(rng.normal(size=mask.shape)),
+             topk_logp_sum=jnp.asarray(-rng.random(mask.shape) * 5), is_top1=jnp.ones(mask.shape))
     configs = [(n, default_hparams(n, kl_coef=0.01, entropy_coef=0.01, agg_mode=mode))
                for n in OBJECTIVES for mode in AGG_MODES]
     for out, (g, g_ent) in evaluate(b, configs):
@@ -274,7 +277,7 @@ def test_gae_matches_reference_loop():
 
 def test_registry_and_hparam_validation():
     assert set(OBJECTIVES) == {"psr", "nsr", "w_reinforce", "reinforce", "ppo", "grpo", "dapo", "gspo", "grpo_n",
-                               "gspo_n"}
+                               "gspo_n", "grpo_unlikely", "grpo_gated", "nsr_gated", "simko"}
     with pytest.raises(ValueError, match="'grpo_p'"):
         get_objective("grpo_p")
     assert preset_hparams("w_reinforce").lam == 0.1

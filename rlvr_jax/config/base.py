@@ -115,6 +115,14 @@ def get_base_config() -> ml_collections.ConfigDict:
         # leaves [1/C, C]); the rollout_corr/* metrics are logged in every mode
         rollout_correction="none",
         rollout_correction_cap=2.0,  # C > 1
+        # remedies (docs/objectives.md "Remedies", rlvr_jax/config/schedule.py, objectives/group_shaping.py)
+        schedule="",            # phases "NAME:LEN,...,NAME" (LEN steps or PCT% of total_steps); "" = one algorithm
+        unlikeliness_beta=0.0,  # GRPO advantages: correct rewards x (1 - beta rank/G), rank by likelihood; 0 = off
+        gate_max_correct=-1,    # train only on prompts with <= this many correct rollouts; -1 = off
+        simko_top_k=3,          # simko: K top candidates sharing a correct token's gradient
+        simko_alpha=0.01,       # simko: share of that gradient moved to the top-K (at high-entropy tokens)
+        simko_tau=0.8,          # simko: a token is high-entropy above this quantile of its response's entropies
+        simko_lambda=1.1,       # simko: advantage scale on incorrect top-1 high-entropy tokens
     ))
 
     c.optim = ml_collections.ConfigDict(dict(

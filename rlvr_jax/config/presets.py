@@ -16,7 +16,12 @@ from rlvr_jax.config.base import get_base_config
 
 MODELS = ("qwen25math", "qwen3", "llama32", "tiny")
 # One spelling per algorithm: the objectives registry's names (rlvr_jax.objectives.OBJECTIVES).
-ALGORITHMS = ("ppo", "grpo", "psr", "nsr", "w_reinforce", "reinforce", "dapo", "gspo", "grpo_n", "gspo_n")
+ALGORITHMS = ("ppo", "grpo", "psr", "nsr", "w_reinforce", "reinforce", "dapo", "gspo", "grpo_n", "gspo_n",
+              "grpo_unlikely", "grpo_gated", "nsr_gated", "simko")
+# Scheduled algorithms (rlvr_jax/config/schedule.py): a name for a chain of the algorithms above. NSR paper
+# Appendix E suggests NSR as a warm-up before standard RL; the first quarter of the run is our choice (the
+# paper names no length), W-REINFORCE after it is the paper's own best objective.
+SCHEDULES = {"nsr_warmup": "nsr:25%,w_reinforce"}
 
 
 def set_model(c: ml_collections.ConfigDict, model: str) -> ml_collections.ConfigDict:
@@ -82,7 +87,11 @@ _COMMON = dict(lam=0.1, use_clip=True, clip_eps_low=0.2, clip_eps_high=0.2, clip
                entropy_coef=1e-3, loss_agg_mode="token-mean", form="clipped", adv_estimator="correctness",
                norm_adv_by_std=True, whiten_advantages=False, sample_selection="mask", gamma=1.0, gae_lambda=1.0,
                # PPO's value clip: verl's critic.cliprange_value default 0.5 (the released code keeps it)
-               value_clip=0.5, rollout_correction="none", rollout_correction_cap=2.0)
+               value_clip=0.5, rollout_correction="none", rollout_correction_cap=2.0,
+               # the remedies (docs/objectives.md "Remedies"): off unless a preset below sets them; SimKO's
+               # constants are its released scripts' (K = 3, alpha = 0.01, tau = 0.8, lambda = 1.1), read only by simko
+               schedule="", unlikeliness_beta=0.0, gate_max_correct=-1, simko_top_k=3, simko_alpha=0.01,
+               simko_tau=0.8, simko_lambda=1.1)
 _ALGO = {
     # NSR paper D.1: KL 1e-3 (k1) applied to the reward, critic lr 1e-5, GAE gamma = lambda = 1, advantages
     # whitened over the batch (verl's compute_gae_advantage_return).
@@ -105,15 +114,36 @@ _ALGO = {
     # W-REINFORCE (Eq. 11): lambda = 0.1 on positives, -1 on negatives; nothing dropped in the released code.
     "w_reinforce": dict(lam=0.1),
     "reinforce": dict(),
+    # Remedies, each GRPO's (or NSR's) preset above plus the one change, so that the difference to that row of a
+    # comparison is the remedy alone.
+    # Unlikeliness reward (He, Fried, Welleck 2025): correct samples' rewards scaled by 1 - beta * rank / G;
+    # beta = 0.25 is their released training script's rank_penalty.
+    "grpo_unlikely": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0,
+                          unlikeliness_beta=0.25),
+    # Zero-success gating: only prompts with at most m correct rollouts train. GRPO needs m >= 1 (a group with no
+    # success has zero group-relative advantages), so m = 1: the prompts with a single, rare success. The
+    # gated-out rows leave the batch ("drop"), as PSR's / NSR's unselected rows do.
+    "grpo_gated": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0,
+                       gate_max_correct=1, sample_selection="drop"),
+    # NSR restricted to the prompts with no correct rollout (m = 0, the argument's strict form).
+    "nsr_gated": dict(sample_selection="drop", gate_max_correct=0),
+    # SimKO (Peng et al. 2025): GRPO's preset with SimKO's token weights (objectives/simko.py). Its paper trains
+    # without KL; we keep GRPO's KL 1e-3 so that the difference to grpo is the reweighting alone.
+    "simko": dict(adv_estimator="grpo", kl_coef=1e-3, use_reference=True, kl_value_clamp=10.0),
 }
 
 
 def _unknown(algo: str) -> ValueError:
-    return ValueError(f"unknown algorithm {algo!r}; valid names: {', '.join(ALGORITHMS)}")
+    return ValueError(f"unknown algorithm {algo!r}; valid names: {', '.join(ALGORITHMS + tuple(SCHEDULES))}")
 
 
 def set_algorithm(c: ml_collections.ConfigDict, algo: str) -> ml_collections.ConfigDict:
-    """Sets every ``algo`` field of ``c`` to algorithm ``algo``'s preset (see ``_ALGO``), ``algo.name`` included."""
+    """Sets every ``algo`` field of ``c`` to algorithm ``algo``'s preset (see ``_ALGO``), ``algo.name`` included.
+    A scheduled algorithm (``SCHEDULES``) gets the common fields and its ``algo.schedule``; each phase then
+    trains with its own preset (rlvr_jax.config.schedule)."""
+    if algo in SCHEDULES:
+        c.algo.update({**_COMMON, "schedule": SCHEDULES[algo], "name": algo})
+        return c
     if algo not in _ALGO:
         raise _unknown(algo)
     c.algo.update({**_COMMON, **_ALGO[algo], "name": algo})

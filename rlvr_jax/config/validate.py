@@ -169,9 +169,33 @@ def _validate_model(m: ml_collections.ConfigDict) -> None:
             raise ConfigError("model.preset", f"unknown preset {m.preset!r} ({e})") from None
 
 
+def _validate_remedies(cfg: ml_collections.ConfigDict) -> None:
+    """The remedies' fields (docs/objectives.md "Remedies"): unlikeliness reward, zero-success gating, SimKO."""
+    a, n = cfg.algo, int(cfg.rollout.n)
+    beta, m = float(a.unlikeliness_beta), a.gate_max_correct
+    _check(0.0 <= beta <= 1.0, "algo.unlikeliness_beta", f"must be in [0, 1] (0 = off), got {beta}")
+    _check(beta == 0 or a.adv_estimator == "grpo", "algo.unlikeliness_beta",
+           f"reshapes the rewards before group normalisation, so it needs algo.adv_estimator='grpo' (got "
+           f"{a.adv_estimator!r}: the advantages would not see it)")
+    _check(isinstance(m, int) and -1 <= m < n, "algo.gate_max_correct",
+           f"must be -1 (off) or an integer in [0, rollout.n={n}) (at rollout.n it would gate nothing), got {m!r}")
+    _check(m < 0 or a.sample_selection == "drop", "algo.gate_max_correct",
+           f"gated-out prompts must leave the batch: set algo.sample_selection='drop' (got "
+           f"{a.sample_selection!r}, which would keep them in the loss's denominator, KL and entropy terms)")
+    _check(int(a.simko_top_k) >= 1, "algo.simko_top_k", f"must be >= 1, got {a.simko_top_k}")
+    _check(0.0 <= float(a.simko_alpha) <= 1.0, "algo.simko_alpha", f"must be in [0, 1], got {a.simko_alpha}")
+    _check(0.0 <= float(a.simko_tau) <= 1.0, "algo.simko_tau", f"must be in [0, 1], got {a.simko_tau}")
+    _check(float(a.simko_lambda) >= 0.0, "algo.simko_lambda", f"must be >= 0, got {a.simko_lambda}")
+    _check(a.name != "simko" or a.adv_estimator == "grpo", "algo.adv_estimator",
+           f"simko splits correct / incorrect responses by the sign of group-relative advantages: needs 'grpo', "
+           f"got {a.adv_estimator!r}")
+    _check(not a.schedule, "algo.schedule", "a phase of a schedule cannot have a schedule")
+
+
 def _validate_algorithm(cfg: ml_collections.ConfigDict) -> None:
     a = cfg.algo
     _check(_objective_known(a.name), "algo.name", _unknown_algorithm(a.name))
+    _validate_remedies(cfg)
     _check(a.lam >= 0, "algo.lam", f"lambda must be >= 0, got {a.lam}")
     _check(0 <= a.clip_eps_low < 1, "algo.clip_eps_low", f"must be in [0, 1), got {a.clip_eps_low}")
     _check(a.clip_eps_high >= 0, "algo.clip_eps_high", f"must be >= 0, got {a.clip_eps_high}")
@@ -274,7 +298,12 @@ def validate_config(cfg: ml_collections.ConfigDict, check_files: bool = True,
     ``num_devices``: when given, the mesh must fit it and the micro-batch must split over its data axes.
     """
     _validate_model(cfg.model)
-    _validate_algorithm(cfg)
+    _check(isinstance(cfg.algo.schedule, str), "algo.schedule", f"must be a string, got {cfg.algo.schedule!r}")
+    if cfg.algo.schedule.strip():  # each phase is validated as its own config (rlvr_jax/config/schedule.py)
+        from rlvr_jax.config import schedule
+        schedule.validate_schedule(cfg, lambda pc: (_validate_algorithm(pc), _validate_rollout_and_data(pc)))
+    else:
+        _validate_algorithm(cfg)
     _validate_rollout_and_data(cfg)
     batching = _validate_optim_train_logging(cfg)
     t = cfg.train

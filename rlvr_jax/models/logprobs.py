@@ -12,6 +12,13 @@ Gradients (``p = softmax(z)``, incoming cotangents ``g_lp``, ``g_ent``):
     dentropy/dz = -p * (z - E_p[z])
     dz          = g_lp (onehot(y) - p) - g_ent p (z - E_p[z]);   dh = dz W^T,   dW = sum_chunks h^T dz
 
+Optionally (``top_k = K > 0``, for SimKO) also, with ``top_K(z)`` the K largest logits' tokens (the selection is
+not differentiated):
+
+    topk_logp_sum[b, t] = sum_{v in top_K(z[b, t])} (z[b, t, v] - logsumexp_v z[b, t, v]),
+    is_top1[b, t]       = 1[y[b, t] = argmax_v z[b, t, v]]   (a constant, zero gradient),
+    d topk_logp_sum/dz  = 1_{top_K} - K p,   added to dz with its cotangent.
+
 The sequence axis is processed in chunks of ``chunk_size`` positions by ``lax.scan``, forward and backward
 (a hand-written VJP), so only one chunk's ``[B, chunk, V]`` logits exist at a time; the backward pass
 recomputes each chunk's logits from the saved per-token ``logsumexp`` and ``E_p[z]``.
@@ -39,13 +46,26 @@ def _logits(h, w):
     return mixed_einsum("bth,hv->btv", h, w, h.dtype, jnp.float32)
 
 
-def _chunk_forward(h, w, y):
-    """``(logp, entropy, lse, E_p[z])`` of one chunk, all ``[B, c]`` float32."""
+def _chunk_forward(h, w, y, top_k: int = 0):
+    """``(logp, entropy, lse, E_p[z])`` of one chunk, all ``[B, c]`` float32; with ``top_k`` also
+    ``(topk_logp_sum, is_top1)``."""
     z = _logits(h, w)
     lse = jax.nn.logsumexp(z, axis=-1)
     picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
     ez = jnp.sum(jnp.exp(z - lse[..., None]) * z, axis=-1)
-    return picked - lse, lse - ez, lse, ez
+    out = (picked - lse, lse - ez, lse, ez)
+    if top_k:
+        vals, idx = jax.lax.top_k(z, top_k)
+        out += (jnp.sum(vals, axis=-1) - top_k * lse, (idx[..., 0] == y).astype(jnp.float32))
+    return out
+
+
+def _topk_indicator(z, top_k: int):
+    """``[B, c, V]`` float32: 1 at the ``top_k`` largest logits of each position (scattered, no one-hot stack)."""
+    _, idx = jax.lax.top_k(z, top_k)
+    b = jnp.arange(z.shape[0])[:, None, None]
+    t = jnp.arange(z.shape[1])[None, :, None]
+    return jnp.zeros(z.shape, jnp.float32).at[b, t, idx].add(1.0)
 
 
 def _chunks(x, n, c):
@@ -59,13 +79,13 @@ def _unchunk(x):
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _chunked(hidden, unembed, targets, c, compute_dtype):
-    out, _ = _chunked_fwd(hidden, unembed, targets, c, compute_dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _chunked(hidden, unembed, targets, c, compute_dtype, top_k=0):
+    out, _ = _chunked_fwd(hidden, unembed, targets, c, compute_dtype, top_k)
     return out
 
 
-def _chunked_fwd(hidden, unembed, targets, c, compute_dtype):
+def _chunked_fwd(hidden, unembed, targets, c, compute_dtype, top_k=0):
     B, T, _ = hidden.shape
     n = T // c
     w = unembed.astype(compute_dtype)
@@ -73,33 +93,40 @@ def _chunked_fwd(hidden, unembed, targets, c, compute_dtype):
 
     def step(_, xs):
         h, y = xs
-        return None, _chunk_forward(h, w, y)
+        return None, _chunk_forward(h, w, y, top_k)
 
-    _, (lp, ent, lse, ez) = jax.lax.scan(step, None, (hs, _chunks(targets, n, c)))
-    return (_unchunk(lp), _unchunk(ent)), (hidden, unembed, targets, _unchunk(lse), _unchunk(ez))
+    _, outs = jax.lax.scan(step, None, (hs, _chunks(targets, n, c)))
+    lp, ent, lse, ez = outs[:4]
+    res = (hidden, unembed, targets, _unchunk(lse), _unchunk(ez))
+    return (_unchunk(lp), _unchunk(ent)) + tuple(_unchunk(x) for x in outs[4:]), res
 
 
-def _chunked_bwd(c, compute_dtype, res, cts):
+def _chunked_bwd(c, compute_dtype, top_k, res, cts):
     hidden, unembed, targets, lse, ez = res
-    g_lp, g_ent = cts
+    g_lp, g_ent = cts[:2]
     B, T, H = hidden.shape
     n = T // c
     w = unembed.astype(compute_dtype)
     V = w.shape[1]
 
     def step(dw, xs):
-        h, y, l, e, glp, gent = xs
+        h, y, l, e, glp, gent = xs[:6]
         z = _logits(h, w)
         p = jnp.exp(z - l[..., None])
         onehot = jax.nn.one_hot(y, V, dtype=jnp.float32)
         dz = glp[..., None] * (onehot - p) - gent[..., None] * p * (z - e[..., None])
+        if top_k:  # d topk_logp_sum / dz = 1_topK - K p (is_top1 is a constant: its cotangent is dropped)
+            dz = dz + xs[6][..., None] * (_topk_indicator(z, top_k) - top_k * p)
         dz = dz.astype(compute_dtype)
         dh = mixed_einsum("btv,hv->bth", dz, w, compute_dtype, jnp.float32).astype(hidden.dtype)
         dw = dw + mixed_einsum("bth,btv->hv", h, dz, compute_dtype, jnp.float32)
         return dw, dh
 
-    xs = tuple(_chunks(x, n, c) for x in (hidden.astype(compute_dtype), targets, lse, ez,
-                                           g_lp.astype(jnp.float32), g_ent.astype(jnp.float32)))
+    per_token = (hidden.astype(compute_dtype), targets, lse, ez, g_lp.astype(jnp.float32),
+                 g_ent.astype(jnp.float32))
+    if top_k:
+        per_token += (cts[2].astype(jnp.float32),)
+    xs = tuple(_chunks(x, n, c) for x in per_token)
     dw, dh = jax.lax.scan(step, jnp.zeros((H, V), jnp.float32), xs)
     return _unchunk(dh), dw.astype(unembed.dtype), None
 
@@ -107,8 +134,9 @@ def _chunked_bwd(c, compute_dtype, res, cts):
 _chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
-def token_logprobs(hidden, unembed, targets, chunk_size: int = 128, compute_dtype=None):
-    """Returns ``(logp [B, T], entropy [B, T])`` in float32 (see the module docstring).
+def token_logprobs(hidden, unembed, targets, chunk_size: int = 128, compute_dtype=None, top_k: int = 0):
+    """Returns ``(logp [B, T], entropy [B, T])`` in float32 (see the module docstring); with ``top_k = K > 0``
+    ``(logp, entropy, topk_logp_sum, is_top1)``.
 
     ``hidden [B, T, H]`` and ``unembed [H, V]`` may have any float dtypes (e.g. bfloat16 activations and a
     float32 master matrix); the matmuls run in ``compute_dtype`` (default ``hidden.dtype``) with float32
@@ -130,5 +158,7 @@ def token_logprobs(hidden, unembed, targets, chunk_size: int = 128, compute_dtyp
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    lp, ent = _chunked(hidden, unembed, targets, c, compute_dtype)
-    return lp[:, :T], ent[:, :T]
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    outs = _chunked(hidden, unembed, targets, c, compute_dtype, int(top_k))
+    return tuple(x[:, :T] for x in outs)

@@ -5,10 +5,12 @@ docs/objectives.md for the table of equations, closed_form.py for the logit-grad
 """
 from __future__ import annotations
 
-from rlvr_jax.objectives import advantages, aggregation, closed_form, selection
+from rlvr_jax.objectives import advantages, aggregation, closed_form, group_shaping, selection
 from rlvr_jax.objectives.aggregation import aggregate_sum, loss_denominator, token_weights
 from rlvr_jax.objectives.clipped_ratio import dapo, grpo, grpo_n, ppo
 from rlvr_jax.objectives.gspo import gspo, gspo_n
+from rlvr_jax.objectives.remedies import grpo_gated, grpo_unlikely, nsr_gated
+from rlvr_jax.objectives.simko import simko
 from rlvr_jax.objectives.sample_reinforcement import nsr, psr, reinforce, w_reinforce
 from rlvr_jax.objectives.terms import METRIC_KEYS, kl_estimate, loss_value, summarize_metrics
 from rlvr_jax.objectives.selection import SELECTION_MODES, kept_rows, select_tokens
@@ -25,6 +27,11 @@ OBJECTIVES = {
     "gspo": gspo,
     "grpo_n": grpo_n,
     "gspo_n": gspo_n,
+    # remedies for lost diversity (docs/objectives.md "Remedies")
+    "grpo_unlikely": grpo_unlikely,
+    "grpo_gated": grpo_gated,
+    "nsr_gated": nsr_gated,
+    "simko": simko,
 }
 
 
@@ -43,7 +50,7 @@ def list_objectives() -> list[str]:
 __all__ = [
     "AGG_MODES", "FORMS", "KL_ESTIMATORS", "METRIC_KEYS", "OBJECTIVES", "SELECTION_MODES", "LossOutput",
     "ObjectiveHParams", "advantages", "aggregate_sum", "aggregation", "closed_form", "dapo", "get_objective",
-    "grpo", "grpo_n", "gspo", "gspo_n", "hparams_from_config", "kept_rows", "kl_estimate", "list_objectives",
+    "grpo", "grpo_gated", "grpo_n", "grpo_unlikely", "group_shaping", "gspo", "gspo_n", "nsr_gated", "simko", "hparams_from_config", "kept_rows", "kl_estimate", "list_objectives",
     "loss_denominator", "loss_value", "nsr", "ppo", "psr", "reinforce", "select_tokens", "selection",
     "summarize_metrics", "token_weights", "w_reinforce",
 ]

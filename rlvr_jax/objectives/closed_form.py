@@ -18,6 +18,10 @@ logits z [..., V] (or probabilities) and return arrays of the same shape. delta_
 6. Truncated importance sampling (rlvr_jax.trainer.rollout_correction, token_tis): l_t = w_t * pg_t with the constant
    w_t = min(exp(log pi_old,y - log pi_rollout,y), C), so dl/dz_v = w_t * dpg_t/dz_v (any of 1., 2., 5.);
    the KL and entropy terms are not weighted.
+7. SimKO (objectives/simko.py), w = 1[high-entropy token], 1_topK the indicator of the K most probable tokens,
+   r = pi_y / pi_old,y inside the trust region:
+     A > 0:  dl/dz = -A r [ (1 - alpha w) e_y + (alpha w / K) 1_topK - pi ]
+     A < 0:  dl/dz = -a r (e_y - pi),   a = lambda A if w and y = argmax pi else A;     0 when clipped.
 """
 from __future__ import annotations
 
@@ -94,3 +98,25 @@ def tis_clipped_surrogate_logit_grad(z, y, advantage, old_logp, rollout_logp, ca
     """Identity 6 applied to 5.: d/dz of w * (-min(r A, clip(r) A)) = w * clipped_surrogate_logit_grad."""
     w = tis_weight(old_logp, rollout_logp, cap)
     return w[..., None] * clipped_surrogate_logit_grad(z, y, advantage, old_logp, eps_low, eps_high)
+
+
+def simko_logit_grad(z, y, advantage, old_logp, w, k: int, alpha: float, lam: float, eps_low: float,
+                     eps_high: float):
+    """Identity 7: d/dz of SimKO's per-token loss (objectives/simko.py) for logits z [..., V], sampled y, advantage
+    A, old log-prob and high-entropy flag w [...] (the clip acts on r, the value of SimKO's mixed ratio)."""
+    logpi = jax.nn.log_softmax(z, axis=-1)
+    pi = jnp.exp(logpi)
+    v = z.shape[-1]
+    a = jnp.asarray(advantage)
+    w = jnp.asarray(w).astype(pi.dtype)
+    r = jnp.exp(jnp.take_along_axis(logpi, y[..., None], axis=-1)[..., 0] - old_logp)
+    onehot = _onehot(y, v, pi.dtype)
+    _, idx = jax.lax.top_k(z, k)
+    top = jnp.sum(jax.nn.one_hot(idx, v, dtype=pi.dtype), axis=-2)
+    top1 = jnp.argmax(z, axis=-1) == y
+    aw = (alpha * w)[..., None]
+    pos = (1.0 - aw) * onehot + aw / k * top - pi
+    a_neg = jnp.where((w > 0) & top1, lam * a, a)
+    g = jnp.where((a > 0)[..., None], -(a * r)[..., None] * pos, -(a_neg * r)[..., None] * (onehot - pi))
+    clipped = ((a > 0) & (r > 1 + eps_high)) | ((a < 0) & (r < 1 - eps_low))
+    return jnp.where(clipped[..., None], 0.0, g)

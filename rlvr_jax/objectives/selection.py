@@ -3,7 +3,7 @@
 Every objective's policy-gradient term uses the tokens with 1[select(A_t)] = 1, by the sign of the advantage:
 
   psr             A > 0   (correct samples; NSR paper Eq. 3)
-  nsr             A < 0   (incorrect samples; Eq. 4)
+  nsr, nsr_gated  A < 0   (incorrect samples; Eq. 4)
   grpo_n, gspo_n  A < 0   (relative negatives; two-stage paper Sec. 4)
   every other     all tokens
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 SELECTION_MODES = ("drop", "mask")
-_RULES = {"psr": "positive", "nsr": "negative", "grpo_n": "negative", "gspo_n": "negative"}
+_RULES = {"psr": "positive", "nsr": "negative", "nsr_gated": "negative", "grpo_n": "negative", "gspo_n": "negative"}
 
 
 def selection_rule(objective: str) -> str:

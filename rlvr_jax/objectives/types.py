@@ -52,6 +52,8 @@ class ObjectiveHParams:
     log_ratio_clamp: log r = clip(log pi - log pi_old, -c, c) before exp (verl: 20), also applied to
                    d = log pi_ref - log pi inside the KL estimators; identical below |log r| = c; None disables.
     kl_value_clamp: the per-token KL estimate is clipped to [-c, c] (verl: 10, on k3); None disables.
+    simko_top_k, simko_alpha, simko_tau, simko_lambda: SimKO's K, alpha, tau and lambda (objectives/simko.py;
+                   read only by simko).
 
     The dataclass defaults are neutral (no KL, no entropy, token-mean, clip 0.2); an algorithm's settings come
     from its preset through :func:`hparams_from_config`.
@@ -70,6 +72,10 @@ class ObjectiveHParams:
     clip_ratio_c: float | None = None
     log_ratio_clamp: float | None = None
     kl_value_clamp: float | None = None
+    simko_top_k: int = 3
+    simko_alpha: float = 0.01
+    simko_tau: float = 0.8
+    simko_lambda: float = 1.1
 
     def __post_init__(self):
         if self.form not in FORMS:
@@ -91,6 +97,10 @@ class ObjectiveHParams:
             raise ValueError(f"ObjectiveHParams.agg_max_len must be >= 1 or None, got {self.agg_max_len}")
         if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
             raise ValueError(f"ObjectiveHParams.clip_ratio_c must be > 1 or None, got {self.clip_ratio_c}")
+        if self.simko_top_k < 1 or not 0 <= self.simko_alpha <= 1 or not 0 <= self.simko_tau <= 1 \
+                or self.simko_lambda < 0:
+            raise ValueError(f"ObjectiveHParams simko fields out of range: K={self.simko_top_k} (>= 1), alpha="
+                             f"{self.simko_alpha}, tau={self.simko_tau} (in [0, 1]), lambda={self.simko_lambda} (>= 0)")
         for name in ("log_ratio_clamp", "kl_value_clamp"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -109,7 +119,7 @@ def hparams_from_config(cfg) -> ObjectiveHParams:
     e.g. an ml_collections ConfigDict with the sections of ``rlvr_jax/config/base.py``).
 
     Reads ``cfg.algo`` (form, use_clip, clip_eps_low/high, kl_coef, kl_in_reward, kl_estimator, entropy_coef,
-    loss_agg_mode, lam, clip_ratio_c, log_ratio_clamp, kl_value_clamp) and ``cfg.rollout.max_new_tokens``
+    loss_agg_mode, lam, clip_ratio_c, log_ratio_clamp, kl_value_clamp, simko_*) and ``cfg.rollout.max_new_tokens``
     (the constant L of seq-mean-token-sum-norm). With ``kl_in_reward`` the in-loss KL coefficient is 0 (PPO: the
     penalty goes into the rewards). An algorithm's values come from its preset (``rlvr_jax.config.presets``);
     there are no per-objective defaults anywhere else.
@@ -122,4 +132,5 @@ def hparams_from_config(cfg) -> ObjectiveHParams:
         kl_coef=0.0 if a.kl_in_reward else float(a.kl_coef), kl_estimator=a.kl_estimator,
         entropy_coef=float(a.entropy_coef), agg_mode=a.loss_agg_mode, agg_max_len=int(cfg.rollout.max_new_tokens),
         lam=float(a.lam), clip_ratio_c=off(a.clip_ratio_c), log_ratio_clamp=off(a.log_ratio_clamp),
-        kl_value_clamp=off(a.kl_value_clamp))
+        kl_value_clamp=off(a.kl_value_clamp), simko_top_k=int(a.simko_top_k), simko_alpha=float(a.simko_alpha),
+        simko_tau=float(a.simko_tau), simko_lambda=float(a.simko_lambda))

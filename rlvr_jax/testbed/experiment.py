@@ -51,9 +51,11 @@ class ExperimentConfig:
     warmstart: ws.WarmStartConfig = ws.WarmStartConfig()
 
     def __post_init__(self):
-        unknown = [a for a in self.algorithms if a not in ALGORITHMS]
+        from rlvr_jax.config import presets  # any preset trains here, the remedies and schedules included
+        known = tuple(presets.ALGORITHMS) + tuple(presets.SCHEDULES)
+        unknown = [a for a in self.algorithms if a not in known]
         if unknown or not self.algorithms:
-            raise ValueError(f"ExperimentConfig.algorithms must be a non-empty subset of {ALGORITHMS}, got "
+            raise ValueError(f"ExperimentConfig.algorithms must be a non-empty subset of {known}, got "
                              f"{self.algorithms}")
         if not self.seeds:
             raise ValueError("ExperimentConfig.seeds must name at least one seed")

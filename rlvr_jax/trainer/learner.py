@@ -56,8 +56,9 @@ def response_hidden(model, prompt_ids, prompt_mask, response_ids, response_mask)
     return jnp.take_along_axis(h, rows[:, :, None], axis=1)
 
 
-def sequence_logprobs(model, mb: TrainBatch, chunk_size: int):
-    """``(logp [N, R], entropy [N, R])`` of the response tokens under ``model`` (float32).
+def sequence_logprobs(model, mb: TrainBatch, chunk_size: int, top_k: int = 0):
+    """``(logp [N, R], entropy [N, R])`` of the response tokens under ``model`` (float32); with ``top_k > 0``
+    also ``(topk_logp_sum, is_top1)`` (SimKO's, ``rlvr_jax.models.logprobs``).
 
     The output projection's matmuls (forward and backward) run in the model's compute dtype with float32
     accumulation, as in the samplers, and the gradient of a float32 master ``[H, V]`` matrix is summed in
@@ -66,7 +67,7 @@ def sequence_logprobs(model, mb: TrainBatch, chunk_size: int):
     mb = TrainBatch.of(mb)
     h = response_hidden(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask)
     return token_logprobs(h, model.unembed_matrix(), mb.response_ids, chunk_size=chunk_size,
-                          compute_dtype=model.config.dtype)
+                          compute_dtype=model.config.dtype, top_k=top_k)
 
 
 class ValueModel(nnx.Module):
@@ -182,9 +183,22 @@ class Learner:
 
     # ---- loss functions (pure in (module, micro-batch)) ----
     def _policy_loss(self, model, mb: TrainBatch):
-        logp, ent = sequence_logprobs(model, mb, self.opts.logprob_chunk_size)
-        out = self.objective(mb.objective_inputs(logp, ent), self.opts.hp)
+        top_k = self.opts.hp.simko_top_k if self.opts.objective == "simko" else 0
+        outs = sequence_logprobs(model, mb, self.opts.logprob_chunk_size, top_k=top_k)
+        inputs = mb.objective_inputs(*outs[:2])
+        if top_k:  # SimKO's top-K log-prob sum and top-1 flag (objectives/simko.py)
+            inputs.update(topk_logp_sum=outs[2], is_top1=outs[3])
+        out = self.objective(inputs, self.opts.hp)
         return out.loss_sum, out.metrics
+
+    def set_objective(self, name: str, hp: ObjectiveHParams) -> None:
+        """Switches the policy loss to objective ``name`` with ``hp`` (a phase of ``algo.schedule``); parameters
+        and optimizer state are kept, the update function is traced again for the new loss."""
+        if (name, hp) == (self.opts.objective, self.opts.hp):
+            return
+        self.objective = get_objective(name)
+        self.opts = dataclasses.replace(self.opts, objective=name, hp=hp)
+        self.policy.retrace()
 
     def _critic_loss(self, vm, mb: TrainBatch):
         return value_loss(vm.values(mb), mb.old_values, mb.returns, mb.response_mask, self.opts.value_clip)

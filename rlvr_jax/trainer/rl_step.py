@@ -25,7 +25,8 @@ from rlvr_jax.objectives import kept_rows
 from rlvr_jax.trainer.offpolicy import RolloutBatch
 from rlvr_jax.rollout import SamplingParams
 from rlvr_jax.trainer.rollout_correction import apply_correction, rollout_logp_array
-from rlvr_jax.trainer.update_plan import actor_minibatches, compute_advantages, minibatch_batch, selection_metrics
+from rlvr_jax.trainer.update_plan import (actor_minibatches, compute_advantages, gate, minibatch_batch,
+                                          selection_metrics)
 
 
 class NonFiniteError(RuntimeError):
@@ -128,22 +129,42 @@ def old_logprobs(run, ro: Rollouts, step: int, timer: PhaseTimer) -> tuple[Train
     return batch.replace(old_logp=old_logp, ref_logp=ref_logp), old_ent
 
 
-def advantages(run, batch: TrainBatch, graded: Graded, ro: Rollouts, timer: PhaseTimer
+def activate_phase(run, step: int):
+    """The config step ``step`` trains with: ``run.cfg``, or with ``algo.schedule`` its phase's
+    (rlvr_jax.config.schedule, chosen by the step number alone, so a resumed run continues in the same phase);
+    a phase change switches the learner's objective."""
+    if not run.phases:
+        return run.cfg
+    from rlvr_jax.config.schedule import phase_at
+    from rlvr_jax.objectives import hparams_from_config
+    k = phase_at(run.phases, step)
+    cfg = run.phase_cfgs[k]
+    if k != run.phase:
+        run.learner.set_objective(cfg.algo.name, hparams_from_config(cfg))
+        run.phase = k
+    return cfg
+
+
+def advantages(run, batch: TrainBatch, graded: Graded, ro: Rollouts, timer: PhaseTimer, cfg=None
                ) -> tuple[TrainBatch, np.ndarray, dict]:
-    """4.-5. advantages (update_plan), the rollout correction, and the rows the objective learns from."""
+    """4.-5. advantages (update_plan), the rollout correction, the rows the objective learns from and the
+    zero-success gate; ``cfg``: the step's config (its phase's, ``activate_phase``; default ``run.cfg``)."""
+    cfg = run.cfg if cfg is None else cfg
     with timer("adv"):
-        a = run.cfg.algo
-        batch, metrics = compute_advantages(run.cfg, graded.rewards, graded.correct, batch, run.learner)
+        a = cfg.algo
+        batch, metrics = compute_advantages(cfg, graded.rewards, graded.correct, batch, run.learner)
         batch, corr = apply_correction(batch, rollout_logp_array(ro.comps, batch.response_mask.shape),
                                        a.rollout_correction, float(a.rollout_correction_cap))
         kept = kept_rows(a.name, batch.advantages, batch.response_mask)  # what the gradient uses
-    return batch, kept, {**metrics, **corr}
+        batch, kept, gated = gate(cfg, graded.correct, batch, kept)
+    return batch, kept, {**metrics, **corr, **gated}
 
 
-def update(run, batch: TrainBatch, kept: np.ndarray, step: int, timer: PhaseTimer) -> Updates:
+def update(run, batch: TrainBatch, kept: np.ndarray, step: int, timer: PhaseTimer, cfg=None) -> Updates:
     """6. ``ppo_epochs`` x mini-batches (of the kept rows only with sample_selection="drop"), the critic first;
-    raises NonFiniteError after ``train.max_nonfinite_in_a_row`` skipped updates in a row."""
-    cfg, learner, batching = run.cfg, run.learner, run.batching
+    raises NonFiniteError after ``train.max_nonfinite_in_a_row`` skipped updates in a row. ``cfg``: the step's
+    config (default ``run.cfg``)."""
+    cfg, learner, batching = run.cfg if cfg is None else cfg, run.learner, run.batching
     out = Updates([], [])
     with timer("update_actor"):
         for epoch in range(batching.ppo_epochs):
@@ -171,14 +192,17 @@ def sync(run, step: int, timer: PhaseTimer) -> None:
 def rl_step(run, step: int) -> StepResult:
     """RL step ``step`` (0-based): the numbered steps of rlvr_jax.train's docstring, then its metrics."""
     timer = PhaseTimer()
+    cfg = activate_phase(run, step)  # algo.schedule: this step's phase
     with timer("step"):
-        ro = rollout(run, step, timer)                                  # 1.
-        graded = reward(run, ro, step, timer)                           # 2.
-        batch, old_ent = old_logprobs(run, ro, step, timer)             # 3.
+        ro = rollout(run, step, timer)                                       # 1.
+        graded = reward(run, ro, step, timer)                                # 2.
+        batch, old_ent = old_logprobs(run, ro, step, timer)                  # 3.
         valid = batch.response_mask  # the metrics count the tokens before seq_mask rejects rows
-        batch, kept, extra = advantages(run, batch, graded, ro, timer)  # 4. + 5.
-        upd = update(run, batch, kept, step, timer)                     # 6.
-        sync(run, step, timer)                                          # 7.
+        batch, kept, extra = advantages(run, batch, graded, ro, timer, cfg)  # 4. + 5.
+        upd = update(run, batch, kept, step, timer, cfg)                     # 6.
+        sync(run, step, timer)                                               # 7.
+    if run.phases:
+        extra["train/phase"] = run.phase
     metrics = step_metrics(run, step, ro, graded, batch, valid, old_ent, kept, extra, upd, timer)
     return StepResult(step, metrics, batch)
 

@@ -129,6 +129,9 @@ class Run:
     start: int = 0                 # the first step of this call (> 0 after a resume)
     nonfinite_run: int = 0         # consecutive skipped (non-finite) updates
     behaviour: Any = None          # off-policy: parameters of the version that generated the next batch
+    phases: Any = None             # algo.schedule's phases (rlvr_jax.config.schedule), None without one
+    phase_cfgs: Any = None         # one config per phase
+    phase: int = -1                # the phase the learner's objective is set to (rl_step.activate_phase)
 
     @property
     def off_policy(self) -> int:
@@ -201,7 +204,9 @@ def setup(cfg, stack: contextlib.ExitStack, tokenizer=None) -> Run:
     model, model_cfg = build_model(cfg, mesh, rules)
     critic_backbone = clone_model(model) if cfg.algo.adv_estimator == "gae" else None
     total_updates = int(cfg.train.total_steps) * batching.updates_per_step
-    learner = Learner(model, LearnerOptions.from_config(cfg, total_updates), mesh, rules,
+    from rlvr_jax.config.schedule import phase_configs, phases_of
+    phases, phase_cfgs = phases_of(cfg), phase_configs(cfg)  # [cfg] without algo.schedule
+    learner = Learner(model, LearnerOptions.from_config(phase_cfgs[0], total_updates), mesh, rules,
                       critic_backbone=critic_backbone)
     engine = build_engine(cfg, clone_model(model) if cfg.rollout.engine == "jax" else model, mesh, stop_ids,
                           pad_id, out_dir, rules)
@@ -218,7 +223,8 @@ def setup(cfg, stack: contextlib.ExitStack, tokenizer=None) -> Run:
                            int(cfg.train.off_policy_steps), background=cfg.rollout.engine == "vllm")
     stack.callback(pipe.close)
     run = Run(cfg, batching, is_main, out_dir, tokenizer, stop_ids, pad_id, problems, prompt_ids, dropped,
-              eval_sets, model_cfg, learner, engine, pool, ckpt, writer, sampler, pipe)
+              eval_sets, model_cfg, learner, engine, pool, ckpt, writer, sampler, pipe, phases=phases,
+              phase_cfgs=phase_cfgs, phase=0)
     resume(run)
     run.progress = Progress(run.total_steps, run.start, enabled=bool(cfg.logging.progress) and is_main)
     stack.callback(run.progress.close)

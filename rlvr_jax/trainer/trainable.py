@@ -79,8 +79,17 @@ class Trainable:
         # Pin every leaf to a sharding on the mesh, and keep it across updates: one compile per shape.
         self.state_shardings = jax.tree.map(lambda x: _mesh_sharding(x, mesh), state)
         self.state = jax.device_put(state, self.state_shardings)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        self._update = jax.jit(self._update_impl, donate_argnums=(0,),
+        self.retrace()
+
+    def retrace(self) -> None:
+        """A fresh jitted update: the next call traces ``loss_fn`` again (after what it reads has changed,
+        e.g. the learner's objective at a phase switch of ``algo.schedule``)."""
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+
+        def update_impl(state, stacked, inv_denom):  # a new function object: jit's trace caches cannot match it
+            return self._update_impl(state, stacked, inv_denom)
+
+        self._update = jax.jit(update_impl, donate_argnums=(0,),
                                out_shardings=(self.state_shardings, replicated, replicated))
 
     def module(self, params=None):

@@ -30,6 +30,7 @@ import numpy as np
 
 from rlvr_jax.batch import TrainBatch, pad_rows, take_rows, token_mean as _token_mean
 from rlvr_jax.objectives import advantages as adv_lib
+from rlvr_jax.objectives import group_shaping
 
 
 def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: TrainBatch, learner
@@ -46,6 +47,11 @@ def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: Tra
     elif a.adv_estimator == "raw":
         adv = adv_lib.raw_reward_advantages(rewards, mask)
     elif a.adv_estimator == "grpo":
+        if float(a.unlikeliness_beta) > 0:  # the unlikeliness reward (objectives/group_shaping.py), by pi_old
+            seq_logp = group_shaping.sequence_mean_logp(batch.old_logp, mask)
+            rewards = group_shaping.unlikeliness_rewards(rewards, correct, seq_logp, int(cfg.rollout.n),
+                                                         float(a.unlikeliness_beta))
+            extra["train/unlikeliness_reward_mean"] = float(np.mean(rewards))
         seq = adv_lib.group_normalized_advantages(rewards, int(cfg.rollout.n), scale_by_std=bool(a.norm_adv_by_std))
         adv = adv_lib.broadcast_to_tokens(seq, mask)
     elif a.adv_estimator == "gae":
@@ -71,6 +77,19 @@ def compute_advantages(cfg, rewards: np.ndarray, correct: np.ndarray, batch: Tra
     adv = np.asarray(adv, np.float32) * (mask != 0)
     extra["critic/advantages/mean"] = _token_mean(adv, mask)
     return batch.replace(advantages=adv, **critic), extra
+
+
+def gate(cfg, correct: np.ndarray, batch: TrainBatch, kept: np.ndarray) -> tuple[TrainBatch, np.ndarray, dict]:
+    """Zero-success gating (``algo.gate_max_correct = m >= 0``, objectives/group_shaping.py): the rows of
+    prompts with more than m correct rollouts get zero advantages and leave the kept rows (so "drop" removes them
+    from the batch). Returns the batch, the kept rows and ``train/gated_prompt_ratio`` (prompts that train)."""
+    m = int(cfg.algo.gate_max_correct)
+    if m < 0:
+        return batch, kept, {}
+    n = int(cfg.rollout.n)
+    keep = group_shaping.gate_rows(correct, n, m)
+    adv = np.where(keep[:, None], batch.advantages, 0.0).astype(np.float32)
+    return batch.replace(advantages=adv), kept & keep, {"train/gated_prompt_ratio": float(keep[::n].mean())}
 
 
 def minibatch_rows(num_prompts: int, n: int, num_mini_batches: int, rng: np.random.Generator | None):
