@@ -21,7 +21,6 @@ of them written under ``out``).
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import ml_collections
 
@@ -45,12 +44,13 @@ def load_policy(checkpoint: str, dtype: str):
         model, cfg, step = load_policy_checkpoint(str(path), dtype=dtype)
         print(f"[evaluate] policy from orbax checkpoint step {step} in {path}", flush=True)
         return model, cfg
-    raise ValueError(f"checkpoint={checkpoint!r} is neither a Hugging Face directory (config.json) nor a "
-                     f"training run's orbax checkpoint directory")
+    raise FileNotFoundError(f"checkpoint={checkpoint!r} is neither a Hugging Face directory (config.json) nor a "
+                            f"training run's orbax checkpoint directory")
 
 
 def build_engine(c: ml_collections.ConfigDict, serve_dir: str, tokenizer, model=None):
-    """The rollout engine named by ``c.engine``: the JAX sampler on ``model`` or a vLLM server on ``serve_dir``."""
+    """The rollout engine named by ``c.engine``: the JAX sampler on ``model`` or a vLLM server on ``serve_dir``
+    (its log in ``<out>/vllm_server.log``)."""
     from rlvr_jax.data.templates import stop_token_ids
     from rlvr_jax.rollout import make_engine
 
@@ -58,7 +58,19 @@ def build_engine(c: ml_collections.ConfigDict, serve_dir: str, tokenizer, model=
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return make_engine("jax", model=model, pad_id=int(pad), eos_token_ids=stop_token_ids(tokenizer),
                            max_batch_size=int(c.max_batch_size), max_new_tokens_limit=int(c.max_new_tokens))
-    return make_engine("vllm", model_dir=serve_dir)
+    return make_engine("vllm", model_dir=serve_dir, log_path=str(pathlib.Path(c.out) / "vllm_server.log"))
+
+
+def _load_tokenizer(path: str):
+    """The Hugging Face tokenizer in ``path``; a directory without one is the user's error (one line)."""
+    from transformers import AutoTokenizer
+
+    from rlvr_jax.cli.errors import UserError
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot load a tokenizer from {path!r} (set --config.tokenizer): {first}") from e
 
 
 def _load_datasets(c: ml_collections.ConfigDict, template: str) -> dict:
@@ -86,18 +98,19 @@ def run(c: ml_collections.ConfigDict) -> dict:
         from rlvr_jax.evaluation.runner import compare
 
         compare(split_list(c.compare), c.out)
-        print(f"[evaluate] comparison written to {c.out}", flush=True)
         if not c.checkpoint:
             return {}
-    from transformers import AutoTokenizer
-
+    from rlvr_jax.config.validate import ConfigError
     from rlvr_jax.evaluation.runner import evaluate, make_model_token_entropy_fn
 
     cfg = to_eval_config(c)
-    tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.checkpoint)
+    is_hf = (pathlib.Path(c.checkpoint) / "config.json").exists()
+    if not is_hf and not c.tokenizer:
+        raise ConfigError("tokenizer", f"is required: checkpoint {c.checkpoint!r} has no config.json, so it is read "
+                                       "as a training run's orbax checkpoints, which hold no tokenizer")
+    tokenizer = _load_tokenizer(c.tokenizer or c.checkpoint)
     datasets = _load_datasets(c, cfg.template)
     want_entropy = c.engine == "jax" if c.token_entropy == "auto" else c.token_entropy == "on"
-    is_hf = (pathlib.Path(c.checkpoint) / "config.json").exists()
     model = None
     if c.engine == "jax" or want_entropy or not is_hf:
         model = load_policy(c.checkpoint, c.dtype)[0]
@@ -114,39 +127,42 @@ def run(c: ml_collections.ConfigDict) -> dict:
     with build_engine(c, serve_dir, tokenizer, model) as engine:
         summaries = evaluate(engine, tokenizer, datasets, cfg, c.out, entropy_fn, progress=bool(c.progress),
                              label=pathlib.Path(c.out).name)
-    for name, s in summaries.items():
-        print(f"[evaluate] {name}: {({k: round(v, 4) for k, v in s['pass_at_k'].items()})}", flush=True)
-    print(f"[evaluate] results written to {c.out}", flush=True)
     return summaries
 
 
-def main(argv) -> None:
+def main(argv):
+    """The CLI's job: evaluates, returns the closing summary (printed by ``run_cli``)."""
     from absl import app, flags
 
-    from rlvr_jax.config.validate import ConfigError
+    from rlvr_jax.cli.outputs import eval_summary
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; settings are --config.FIELD=value")
-    try:
-        run(flags.FLAGS.config)
-    except ConfigError as e:
-        raise app.UsageError(str(e)) from None
+    c = flags.FLAGS.config
+    validate_eval_config(c)
+    print(f"[evaluate] {c.checkpoint or 'comparison'} on {c.datasets if c.checkpoint else c.compare}, "
+          f"n={int(c.n)}, {c.engine} engine -> {c.out}", flush=True)
+    return eval_summary(c.out, run(c), bool(split_list(c.compare)))
 
 
 def cli() -> None:
-    """The ``rlvr-eval`` console script and ``python -m rlvr_jax.evaluate``."""
-    from absl import app, flags
+    """The ``rlvr-eval`` console script and ``python -m rlvr_jax.evaluate`` (``--help`` lists the fields)."""
+    from absl import flags
     from ml_collections import config_flags
 
+    from rlvr_jax.cli import HelpConfig, run_cli
     from rlvr_jax.config.overrides import exit_on_unknown_overrides
 
     exit_on_unknown_overrides(default=DEFAULT_CONFIG)  # a misspelled --config.x names the valid fields
     if "config" not in flags.FLAGS:
         config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "evaluator config file (configs/eval.py[:preset]); "
                                         "default: rlvr_jax/evaluation/cli_config.py", lock_config=True)
-    # --help lists the main module's key flags; for the rlvr-eval console script that is its wrapper file.
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
-    app.run(main)
+    run_cli(main, usage=__doc__, log_path=lambda: _log_path(flags.FLAGS.config.out),
+            help_config=HelpConfig(DEFAULT_CONFIG, comments_from=(cli_config.get_config,)))
+
+
+def _log_path(out: str) -> str | None:
+    return str(pathlib.Path(out) / "log.txt") if out else None
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import os
 from rlvr_jax.rollout.stop import GenerationStopped
 from rlvr_jax.trainer.checkpointing import PreemptionGuard, atomic_directory
 from rlvr_jax.trainer.faults import fault_point
-from rlvr_jax.trainer.logging_utils import format_metric_line
 from rlvr_jax.trainer.rl_step import NonFiniteError, evaluate, held_out_eval, rl_step  # noqa: F401  (re-exported)
 from rlvr_jax.trainer.run_setup import (STEP_SEED_STRIDE, Run, build_engine, clone_model,  # noqa: F401
                                 encode_dataset, load_tokenizer, sampling_params, save, setup)
@@ -88,8 +87,6 @@ def _run(cfg, *, tokenizer, guard: PreemptionGuard, stop_after: int | None) -> R
         if step > run_.start:  # nothing to save when stopped during start-up
             save(run_, step, force=True)
         final = export_final(run_, step) if not preempted and cfg.train.export_final else None
-        if run_.is_main and metrics:
-            print(format_metric_line(step, metrics), flush=True)
         return RunResult(step, run_.out_dir, metrics, preempted, final)
 
 
@@ -108,25 +105,45 @@ def export_final(run_: Run, step: int) -> str:
 
 
 def main(argv):
+    """The CLI's job: announces the run, trains, returns the closing summary (printed by ``run_cli``)."""
     del argv
     from absl import flags
-    result = run(flags.FLAGS.config)
-    if result.preempted:
-        print(f"[train] stopped at step {result.steps_done} (checkpoint saved); rerun the same command to resume")
+
+    from rlvr_jax.cli.outputs import train_summary
+    from rlvr_jax.config import validate_config
+    cfg = flags.FLAGS.config
+    validate_config(cfg, check_files=True)  # a bad value: one line before anything is announced (run() checks
+    #                                         the mesh against the devices after the distributed start-up)
+    print(f"[train] {cfg.algo.name} on {cfg.data.train}: {int(cfg.train.total_steps)} steps, {cfg.rollout.engine} "
+          f"rollouts -> {cfg.logging.out_dir}", flush=True)
+    result = run(cfg)
+    return train_summary(cfg, result.steps_done, result.last_metrics, result.preempted, result.final_export)
+
+
+def _log_path() -> str:
+    """``<out_dir>/log.txt`` (``log.<i>.txt`` on process i > 0 of a multi-process run)."""
+    from absl import flags
+    cfg = flags.FLAGS.config
+    pid = int(cfg.distributed.process_id)
+    return os.path.join(cfg.logging.out_dir, "log.txt" if pid <= 0 else f"log.{pid}.txt")
 
 
 def cli() -> None:
     """The ``rlvr-train`` console script and ``python -m rlvr_jax.train``: ``--config=configs/x.py`` plus
-    ``--config.a.b=value`` overrides (a misspelled field names the valid ones, before any start-up)."""
-    from absl import app, flags
+    ``--config.a.b=value`` overrides (a misspelled field names the valid ones, before any start-up); ``--help``
+    lists every field with its default; rlvr_jax.cli adds ``--log_level``, the log file and the summary."""
+    from absl import flags
     from ml_collections import config_flags
 
+    from rlvr_jax.cli import HelpConfig, run_cli
+    from rlvr_jax.config.base import get_base_config
     from rlvr_jax.config.overrides import exit_on_unknown_overrides
     exit_on_unknown_overrides()
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:arg])",
                                     lock_config=True)
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    run_cli(main, usage=__doc__.split("\n\n")[0], log_path=_log_path,
+            help_config=HelpConfig(get_base_config, comments_from=(get_base_config,)))
 
 
 if __name__ == "__main__":

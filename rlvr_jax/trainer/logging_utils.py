@@ -134,14 +134,17 @@ def format_metric_line(step: int, metrics: Mapping[str, Any],
 
 
 class Progress:
-    """A tqdm bar over RL steps showing reward and ETA; silent on non-main processes or when disabled."""
+    """A tqdm bar over RL steps showing reward and ETA; silent on non-main processes or when disabled. Until the
+    first step of this process ends, its label says that step compiles (the sampler's and learner's XLA
+    programs: the slow one)."""
 
     def __init__(self, total: int, initial: int = 0, enabled: bool = True):
         self._bar = None
         self._t0 = time.perf_counter()
         if enabled:
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=total, initial=initial, desc="rl", unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=f"rl (step {initial + 1} compiles)", unit="step",
+                             dynamic_ncols=True)
 
     def update(self, metrics: Mapping[str, Any]) -> None:
         if self._bar is None:
@@ -151,6 +154,7 @@ class Progress:
                            ("len", "response_length/mean")):
             if key in metrics:
                 post[short] = f"{float(metrics[key]):.3f}"
+        self._bar.set_description("rl", refresh=False)
         self._bar.set_postfix(post, refresh=False)
         self._bar.update(1)
 
