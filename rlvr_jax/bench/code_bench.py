@@ -117,14 +117,15 @@ def throughput(workers: int, tests: int, repeats: int = 1) -> dict:
 
 
 def hacks_table(workers: int) -> list[dict]:
-    """Grades every program of :data:`rlvr_jax.rewards.code_hacks.HACKS` (one batch, ``workers`` workers)."""
+    """Grades every program of :data:`rlvr_jax.rewards.code_hacks.HACKS` (one batch, ``workers`` workers,
+    limits ``cpu_s=2, wall_s=3``)."""
     from rlvr_jax.rewards.code_hacks import grade_hacks
     from rlvr_jax.rewards.pool import GraderPool
     from rlvr_jax.rewards.sandbox import SandboxConfig
 
     with GraderPool(num_workers=workers, timeout_s=30.0) as pool:
         pool.code_sandbox = SandboxConfig(cpu_s=2.0, wall_s=3.0)
-        return grade_hacks(pool)
+        return grade_hacks(pool)[0]
 
 
 def _define_flags() -> None:
