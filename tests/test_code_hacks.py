@@ -1,4 +1,4 @@
-"""Code rewards a policy cannot game: every reward-hack program of rlvr_jax/rewards/code_hacks.py (exit tricks,
+"""Code rewards a policy cannot game: every reward-hack program of rlvr_jax/bench/code_hacks.py (exit tricks,
 lying comparisons, harness tampering, output injection) is graded not correct, with the status of the defence
 that stops it, while an honest answer to each target problem and all 164 HumanEval canonical solutions pass;
 the wire refuses everything but plain data of exact built-in types."""
@@ -10,7 +10,7 @@ from rlvr_jax.bench.code_bench import fenced
 from rlvr_jax.data import load_dataset
 from rlvr_jax.rewards import GraderPool
 from rlvr_jax.rewards.code_calls import grade_check
-from rlvr_jax.rewards.code_hacks import EXPECTED, HACKS, KINDS, grade_hacks
+from rlvr_jax.bench.code_hacks import EXPECTED, HACKS, KINDS, grade_hacks
 from rlvr_jax.rewards.sandbox import SandboxConfig
 from rlvr_jax.rewards.sandbox_session import CallFailed, CallSession
 from rlvr_jax.rewards.sandbox_wire import FrameReader, NotPlainData, WireError, decode_value, encode_value, frame

@@ -5,7 +5,7 @@ grading a normal job after each, and prints a Markdown table (program, status, s
 ``--throughput`` grades the 164 HumanEval canonical solutions (one sandboxed run each), an LCB-style stdin
 program and an LCB-style functional program on ``--tests`` tests per run, with ``--workers`` workers, and prints
 programs per second per worker. ``--hacks`` grades the reward-hack programs of
-:mod:`rlvr_jax.rewards.code_hacks` and prints their statuses.
+:mod:`rlvr_jax.bench.code_hacks` and prints their statuses.
 """
 from __future__ import annotations
 
@@ -117,9 +117,9 @@ def throughput(workers: int, tests: int, repeats: int = 1) -> dict:
 
 
 def hacks_table(workers: int) -> list[dict]:
-    """Grades every program of :data:`rlvr_jax.rewards.code_hacks.HACKS` (one batch, ``workers`` workers,
+    """Grades every program of :data:`rlvr_jax.bench.code_hacks.HACKS` (one batch, ``workers`` workers,
     limits ``cpu_s=2, wall_s=3``)."""
-    from rlvr_jax.rewards.code_hacks import grade_hacks
+    from rlvr_jax.bench.code_hacks import grade_hacks
     from rlvr_jax.rewards.pool import GraderPool
     from rlvr_jax.rewards.sandbox import SandboxConfig
 
@@ -134,7 +134,7 @@ def _define_flags() -> None:
     flags.DEFINE_bool("throughput", False, "time LCB-style grading jobs")
     flags.DEFINE_integer("workers", 1, "grader workers (throughput)")
     flags.DEFINE_integer("tests", 10, "tests per LCB-style run (throughput)")
-    flags.DEFINE_bool("hacks", False, "grade the reward-hack programs (rlvr_jax/rewards/code_hacks.py)")
+    flags.DEFINE_bool("hacks", False, "grade the reward-hack programs (rlvr_jax/bench/code_hacks.py)")
 
 
 def main(argv) -> None:

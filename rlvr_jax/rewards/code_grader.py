@@ -112,6 +112,16 @@ def _outcome(status: str, code: str, error: str | None) -> tuple[str, str | None
     return grade_status(status), code, 0.0, error if len(error) <= 1000 else "..." + error[-1000:]
 
 
+def code_status_counts(problems: Sequence, results: Sequence) -> dict[str, int]:
+    """``{"reward/code_status/<status>": count}`` over the code problems of a graded batch, every status of
+    :data:`CODE_STATUSES` included (zeros too, so each is a continuous series); {} when there is no code
+    problem. A hack shows up in a run as a sudden jump of one status (early_exit, bad_value, ...)."""
+    statuses = [r.status for p, r in zip(problems, results) if is_code_task(p.task)]
+    if not statuses:
+        return {}
+    return {f"reward/code_status/{s}": sum(x == grade_status(s) for x in statuses) for s in CODE_STATUSES}
+
+
 def _chunks(n_tests: int, per_task: int) -> list[tuple[int, int]]:
     per_task = max(1, per_task)
     return [(s, min(n_tests, s + per_task)) for s in range(0, n_tests, per_task)]
