@@ -49,6 +49,7 @@ import sandbox_wire as wire  # noqa: E402
 EXIT_MEMORY, EXIT_ERROR = 87, 1
 _PR_SET_NO_NEW_PRIVS, _PR_SET_DUMPABLE = 38, 4
 _MAX_REQUEST = 1 << 28
+NO_TEST = {"event": "failed", "status": "early_exit", "detail": "no test process (it ended before)"}
 
 
 def _emit(header, payload=b""):
@@ -278,6 +279,7 @@ class _Test:
         return False
 
     def _send(self, data):
+        """Writes a request without blocking past the wall clock: None, or what stopped it."""
         os.set_blocking(self.req_w, False)
         view = memoryview(data)
         waits = [self.pidfd] if self.pidfd is not None else []
@@ -285,21 +287,22 @@ class _Test:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 return "timeout"
-            w, _, _ = select.select(waits, [self.req_w], [], min(left, 0.05 if not waits else left))[0:3]
+            select.select(waits, [self.req_w], [], left if waits else min(left, 0.01))
             if self.reap():
                 return "exited"
             try:
                 view = view[os.write(self.req_w, view):]
             except BlockingIOError:
                 continue
-            except BrokenPipeError:
-                return "protocol_error"
+            except BrokenPipeError:  # SIGPIPE is ignored in the harness
+                return "exited" if self.wait_exit() else "closed"
         return None
 
     def call(self, seq, payload):
-        if self.closed or self.reap():
-            return self._exited() if not self.closed else ({"event": "failed", "status": "early_exit",
-                                                             "detail": "no test process"}, b"")
+        if self.closed:
+            return dict(NO_TEST), b""
+        if self.reap():
+            return self._exited()
         if self._pending_bytes():
             return self._fail("protocol_error", "bytes on the reply pipe before the request")
         nonce = os.urandom(12).hex()
@@ -343,9 +346,10 @@ class _Test:
     def end(self):
         """Ends the test process: ``ok`` only if it is still alive, left nothing on the pipe, and its output
         stayed under the cap."""
-        if self.closed or self.reap():
-            return self._exited()[0] if not self.closed else {"event": "failed", "status": "early_exit",
-                                                              "detail": "no test process"}
+        if self.closed:
+            return dict(NO_TEST)
+        if self.reap():
+            return self._exited()[0]
         if self._pending_bytes():
             return self._fail("protocol_error", "bytes on the reply pipe after the last reply")[0]
         seconds = time.monotonic() - self.t0
@@ -393,8 +397,7 @@ def serve_calls(spec, code, private):
                 continue
             header, payload = got
             if header.get("op") == "end":
-                _emit(test.end() if test is not None else {"event": "failed", "status": "early_exit",
-                                                           "detail": "no test process"})
+                _emit(test.end() if test is not None else NO_TEST)
                 continue
             if header.get("spawn"):
                 if test is not None:
@@ -402,7 +405,7 @@ def serve_calls(spec, code, private):
                 test = _Test(spec, code, private, spawned)
                 spawned += 1
             if test is None:
-                _emit({"event": "failed", "status": "early_exit", "detail": "no test process"})
+                _emit(NO_TEST)
                 continue
             event, data = test.call(header.get("seq"), payload)
             if event["event"] == "reply" and header.get("end"):
@@ -435,7 +438,6 @@ def main(spec_path):
 
     builtins.exit = builtins.quit = _exit  # normally added by the site module, which -S skips
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _prctl(_PR_SET_DUMPABLE, 0)  # /proc/<harness>/fd stays closed to the test processes
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
