@@ -83,9 +83,9 @@ def test_humaneval_has_164_problems_with_runnable_metadata():
     assert len(ds) == 164 and len({p.id for p in ds}) == 164
     p = ds[0]
     assert p.id == "HumanEval/0" and p.task == "code:humaneval"
-    assert p.metadata["mode"] == "script" and p.metadata["func_name"] == "has_close_elements"
+    assert p.metadata["mode"] == "check" and p.metadata["func_name"] == "has_close_elements"
     assert p.metadata["prefix"].startswith("from typing import List")
-    assert p.metadata["suffix"].rstrip().endswith("check(has_close_elements)")
+    assert "def check(candidate):" in p.metadata["check"] and "check(" not in p.metadata["prefix"]
     assert p.metadata["prefix"] in p.problem and CODE_INSTRUCTIONS["script"] in p.problem
 
 

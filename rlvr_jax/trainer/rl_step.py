@@ -22,6 +22,7 @@ import numpy as np
 from rlvr_jax.batch import TrainBatch, pack_sequences, token_mean
 from rlvr_jax.trainer.faults import fault_point
 from rlvr_jax.objectives import kept_rows
+from rlvr_jax.rewards.code_grader import code_status_counts
 from rlvr_jax.trainer.offpolicy import RolloutBatch
 from rlvr_jax.rollout import SamplingParams
 from rlvr_jax.trainer.rollout_correction import apply_correction, rollout_logp_array
@@ -248,6 +249,8 @@ def step_metrics(run, step: int, ro: Rollouts, graded: Graded, batch: TrainBatch
         "rollout/engine_restarts": int(getattr(run.engine, "restarts", 0)),  # cumulative, vLLM only
         "rollout/version": ro.rb.version, "rollout/staleness": step - ro.rb.version,
     })
+    m.update(code_status_counts([run.problems[i] for i in ro.rb.idx for _ in range(run.batching.n)],
+                                graded.results))  # reward/code_status/<status>, code problems only
     m.update(timer.metrics())
     tokens = int(batch.prompt_mask.sum() + mask.sum())
     m["perf/total_num_tokens"] = tokens
