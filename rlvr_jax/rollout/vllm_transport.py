@@ -276,12 +276,17 @@ def hf_host_tensors(model: Any, dtype: str | None = None
     name = out_dt.name
     table = [(n, tuple(reversed(v.shape)) if t else tuple(v.shape), name) for n, v, t in entries]
 
-    def arrays():
+    def arrays(window: int = 4):
+        # JAX dispatches asynchronously: the next tensors' transposes run while this one is copied out
+        pending: list = []
         for n, v, t in entries:
             x = v.get_value()
-            if t or x.dtype != out_dt:
-                x = _to_hf(x, t, name)
-            yield n, to_host(x)
+            pending.append((n, _to_hf(x, t, name) if (t or x.dtype != out_dt) else x))
+            if len(pending) > window:
+                n0, x0 = pending.pop(0)
+                yield n0, to_host(x0)
+        for n0, x0 in pending:
+            yield n0, to_host(x0)
     return table, arrays
 
 
