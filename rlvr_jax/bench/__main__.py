@@ -1,5 +1,7 @@
 """``python -m rlvr_jax.bench``: learner MFU, sampler throughput and export speed, optionally against the
-transformers + torch peer (``--peer``) at the same shapes. Prints a Markdown table and writes JSON."""
+transformers + torch peer (``--peer``) at the same shapes; vLLM weight sync per transport (``--what sync``) and
+throughput over 1 and 2 vLLM replicas (``--what replicas``, both in vllm_bench.py). Prints Markdown tables and
+writes JSON."""
 from __future__ import annotations
 
 import datetime
@@ -12,8 +14,9 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "qwen3-1.7b", "model preset (rlvr_jax.models.preset_names())")
 flags.DEFINE_list("what", ["learner", "sampler", "export"],
-                  "subset of learner,sampler,export,census (census: matmul FLOPs by operand dtype of one learner "
-                  "step, traced from shapes only)")
+                  "subset of learner,sampler,export,census,sync,replicas (census: matmul FLOPs by operand dtype of one "
+                  "learner step, traced from shapes only; sync: vLLM weight sync, filesystem vs shared memory, at "
+                  "--sync_presets; replicas: a long-tailed workload through 1 and 2 vLLM replicas of --preset)")
 flags.DEFINE_string("out", None, "write the results as JSON here")
 flags.DEFINE_integer("batch", 4, "learner: sequences per step")
 flags.DEFINE_integer("seq_len", 2048, "learner: tokens per sequence (prompt + response)")
@@ -41,6 +44,12 @@ flags.DEFINE_integer("refill_rows", None, "sampler workloads: continuous refill 
 flags.DEFINE_boolean("sampler_fixed", True, "sampler: run the fixed-shape (every row --new_tokens) measurement")
 flags.DEFINE_boolean("vllm", False, "sampler workloads: also serve the same model and requests with vLLM")
 flags.DEFINE_boolean("peer", False, "also run transformers + torch at the same shapes")
+flags.DEFINE_list("sync_presets", ["mid-qwen3", "qwen3-0.6b"], "sync: model shapes (one vLLM server at a time)")
+flags.DEFINE_string("sync_dtype", "bfloat16", "sync: dtype of the weights and the server")
+flags.DEFINE_integer("sync_repeats", 3, "sync: timed syncs per transport (after 2 untimed ones), interleaved")
+flags.DEFINE_string("sync_root", None, "sync: directory of the filesystem transport's exports (default: /tmp)")
+flags.DEFINE_integer("replicas_requests", 64, "replicas: long-tailed requests")
+flags.DEFINE_integer("replicas_new_tokens", 128, "replicas: most new tokens per request")
 flags.DEFINE_integer("peer_sampler_batch", None, "peer sampler rows (default: --sampler_batch)")
 
 
@@ -80,6 +89,12 @@ def markdown(results: dict) -> str:
     if "export" in results:
         r = results["export"]
         rows.append(f"| save_hf s/GB | {r['bytes'] / 1e9:.3g} GB | {_fmt(r['s_per_gb'])} | | |")
+    if "sync" in results:
+        from rlvr_jax.bench.vllm_bench import sync_markdown
+        rows += ["", sync_markdown(results["sync"])]
+    if "replicas" in results:
+        from rlvr_jax.bench.vllm_bench import replicas_markdown
+        rows += ["", replicas_markdown(results["replicas"])]
     if "schedulers" in results:
         from rlvr_jax.bench.scheduler_bench import markdown as scheduler_markdown
         rows += ["", scheduler_markdown(results["schedulers"])]
@@ -92,7 +107,7 @@ def main(argv):
     from rlvr_jax.bench import jax_bench, peer
 
     what = set(FLAGS.what)
-    unknown = what - {"learner", "sampler", "export", "census"}
+    unknown = what - {"learner", "sampler", "export", "census", "sync", "replicas"}
     if unknown:
         raise app.UsageError(f"--what has unknown entries {sorted(unknown)}")
     results = {"python": platform.python_version(), "preset": FLAGS.preset, "argv": sys.argv,
@@ -131,6 +146,16 @@ def main(argv):
         print(json.dumps({"sampler": results["sampler"]}), flush=True)
     if "export" in what:
         results["export"] = jax_bench.bench_export(FLAGS.preset)
+    if "sync" in what:
+        from rlvr_jax.bench.vllm_bench import bench_sync
+        results["sync"] = bench_sync(FLAGS.sync_presets, FLAGS.sync_dtype, FLAGS.sync_repeats,
+                                     sync_root=FLAGS.sync_root)
+        print(json.dumps({"sync": results["sync"]}), flush=True)
+    if "replicas" in what:
+        from rlvr_jax.bench.vllm_bench import bench_replicas
+        results["replicas"] = bench_replicas(FLAGS.preset, requests=FLAGS.replicas_requests,
+                                             new_tokens=FLAGS.replicas_new_tokens)
+        print(json.dumps({"replicas": results["replicas"]}), flush=True)
     table = markdown(results)
     print(f"\nrlvr_jax.bench on {results['device']} (jax {results['jax']}), preset {FLAGS.preset}\n")
     print(table)

@@ -68,7 +68,14 @@ def get_base_config() -> ml_collections.ConfigDict:
             refill_rows=0,       # continuous: prompts prefilled per refill call (0 = an eighth of the slots)
         )),
         vllm=ml_collections.ConfigDict(dict(
-            url="",            # attach to a running server; empty = start one
+            url="",            # attach to running servers (comma-separated URLs); empty = start num_servers
+            num_servers=1,     # replicas started by the trainer (each its own port; on GPU its own devices)
+            devices="",        # GPU ids split evenly over the servers (CUDA_VISIBLE_DEVICES each); empty = no split
+            port=0,            # 0 = free ports; else server i listens on port + i
+            transport="auto",  # weight sync: shm (shared memory, same host) | filesystem | auto (shm when possible)
+            shm_dir="",        # where the shm transport's segments live (default /dev/shm)
+            dtype="",          # the servers' dtype; empty = model.dtype
+            max_concurrency=32,  # prompts in flight per server (each with rollout.n samples)
             python="",         # interpreter with vllm installed (default: this one)
             gpu_memory_utilization=0.5,
             tensor_parallel_size=1,

@@ -117,6 +117,19 @@ def check_values(cfg) -> None:
            f"must be >= 0 (0 = rollout.max_new_tokens), got {lg.eval_max_new_tokens}")
     check_context(cfg)
     if r.engine == "vllm":
+        v = r.vllm
+        _check(int(v.num_servers) >= 1, "rollout.vllm.num_servers", f"must be >= 1, got {v.num_servers}")
+        _check(not (v.url and int(v.num_servers) != 1), "rollout.vllm.num_servers",
+               f"{v.num_servers} with rollout.vllm.url set: attached servers are the URLs given (comma-separated)")
+        _check(v.transport in ("auto", "shm", "filesystem"), "rollout.vllm.transport",
+               f"{v.transport!r}; expected auto, shm or filesystem")
+        _check(v.dtype in ("", "auto", "float32", "bfloat16", "float16"), "rollout.vllm.dtype",
+               f"{v.dtype!r}; expected '' (= model.dtype), auto, float32, bfloat16 or float16")
+        _check(int(v.max_concurrency) >= 1, "rollout.vllm.max_concurrency", f"must be >= 1, got {v.max_concurrency}")
+        _check(int(v.port) >= 0, "rollout.vllm.port", f"must be >= 0 (0 = free ports), got {v.port}")
+        ndev = len([x for x in str(v.devices).split(",") if x.strip()])
+        _check(ndev % int(v.num_servers) == 0, "rollout.vllm.devices",
+               f"{v.devices!r} ({ndev} devices) cannot be split evenly over {v.num_servers} servers")
         need = int(d.max_prompt_len) + int(r.max_new_tokens)
         _check(int(r.vllm.max_model_len) >= need, "rollout.vllm.max_model_len",
                f"{r.vllm.max_model_len} < data.max_prompt_len + rollout.max_new_tokens = {need}: the server would "

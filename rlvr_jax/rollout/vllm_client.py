@@ -259,15 +259,25 @@ class VLLMClient:
             raise ServerUnavailableError(str(unavailable), partial=done)
         return done
 
+    def collective_rpc(self, method: str, kwargs: dict[str, str] | None = None,
+                       timeout_s: float | None = None) -> Any:
+        """Runs worker method ``method`` on every worker (dev mode); returns ``{"results": [one per worker]}``
+        (None when the method returns nothing). vLLM passes only string arguments."""
+        return self.post("/collective_rpc", {"method": method, "kwargs": dict(kwargs or {})}, timeout_s=timeout_s)
+
     def reload_weights(self, weights_path: str, method: str = "reload_weights",
-                       timeout_s: float | None = None) -> None:
+                       timeout_s: float | None = None) -> Any:
         """Asks every worker to reload HF-format safetensors from ``weights_path`` (dev mode).
 
         ``method``: the worker method run through /collective_rpc: vLLM's ``reload_weights``, or
         ``rlvr_reload_weights`` on servers started with rlvr_jax's worker extension.
         """
-        self.post("/collective_rpc", {"method": method, "kwargs": {"weights_path": str(weights_path)}},
-                  timeout_s=timeout_s)
+        return self.collective_rpc(method, {"weights_path": str(weights_path)}, timeout_s=timeout_s)
+
+    def weight_version(self, timeout_s: float | None = 30.0) -> list:
+        """The weight version each worker reports (``rlvr_weight_version``; needs rlvr_jax's worker extension)."""
+        body = self.collective_rpc("rlvr_weight_version", timeout_s=timeout_s) or {}
+        return [r.get("version") if isinstance(r, dict) else r for r in body.get("results", [])]
 
     def reset_prefix_cache(self, attempts: int = 20, wait_s: float = 0.25) -> None:
         """Drops cached KV blocks computed with old weights; retries while blocks are held."""

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import weakref
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import requests
 
@@ -278,8 +278,44 @@ class VLLMServer:
         return self.config is not None
 
     # ---- lifecycle ----------------------------------------------------------------------
+    @classmethod
+    def launch_many(cls, configs: "list[VLLMServerConfig]") -> "list[VLLMServer]":
+        """Starts several servers at once (the processes from this thread, then waits for all of them)."""
+        for config in configs:
+            if not pathlib.Path(config.model).exists():
+                raise FileNotFoundError(f"vLLM model directory {config.model!r} does not exist")
+        servers = [cls("http://unstarted", c) for c in configs]
+        try:
+            for s in servers:
+                s.spawn()
+            for s in servers:
+                s.wait_started()
+        except BaseException:
+            for s in servers:
+                s.stop()
+            raise
+        return servers
+
     def start(self) -> float:
         """Starts the subprocess (same port as before on a restart); returns seconds to healthy."""
+        self.spawn()
+        return self.wait_started()
+
+    def wait_started(self) -> float:
+        """Waits until the process ``spawn`` started answers /health (stops it on failure); returns seconds
+        since the spawn."""
+        try:
+            self.wait_healthy(self.config.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        seconds = time.monotonic() - self._spawned_at
+        self.start_times.append(seconds)
+        return seconds
+
+    def spawn(self) -> None:
+        """Starts the subprocess without waiting for it (same port as before on a restart). The process dies with
+        the calling *thread* (PR_SET_PDEATHSIG): call it from a thread that lives as long as the server."""
         if not self.owns_process:
             raise RuntimeError(f"server at {self.url} was attached, not launched here: cannot start it")
         if self.proc is not None and self.proc.poll() is None:
@@ -295,7 +331,7 @@ class VLLMServer:
                 self.log_path = pathlib.Path(name)
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.url = f"http://{cfg.host}:{port}"
-        t0 = time.monotonic()
+        self._spawned_at = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== starting vLLM server on {self.url} =====\n".encode())
             log.flush()
@@ -308,14 +344,6 @@ class VLLMServer:
         if self._finalizer is None:
             # Never leave a server running when the owner forgets close(): stop it at exit.
             self._finalizer = weakref.finalize(self, VLLMServer._finalize, self.__dict__)
-        try:
-            self.wait_healthy(cfg.startup_timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        seconds = time.monotonic() - t0
-        self.start_times.append(seconds)
-        return seconds
 
     def _previous_port(self) -> int | None:
         if self.url.startswith("http://unstarted"):
@@ -363,19 +391,24 @@ class VLLMServer:
         _stop_process_group(self.proc, term_timeout_s)
         self.proc = None
 
-    def restart(self) -> float:
-        """Stops what is left of the server and starts it again; returns seconds to healthy."""
+    def restart(self, spawner: Callable[[Callable[[], None]], Any] | None = None) -> float:
+        """Stops what is left of the server and starts it again; returns seconds to healthy. ``spawner(fn)`` runs
+        ``fn`` (the process start) on another thread, e.g. a long-lived one the server may die with."""
         if not self.owns_process:
             raise RuntimeError(f"server at {self.url} was attached, not launched here: cannot restart it")
         self.stop()
+
+        def start() -> float:
+            spawner(self.spawn) if spawner is not None else self.spawn()
+            return self.wait_started()
         try:
-            return self.start()
+            return start()
         except RuntimeError:
             # The old port may have been taken meanwhile: try once more on a fresh one.
             if self.config.port is not None:
                 raise
             self.url = "http://unstarted"
-            return self.start()
+            return start()
 
     def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
         return _log_tail(self.log_path, chars)
@@ -397,3 +430,37 @@ class VLLMServer:
 def launch_server(model: str | os.PathLike, **overrides) -> VLLMServer:
     """Shorthand: ``VLLMServer.launch(VLLMServerConfig(model=str(model), **overrides))``."""
     return VLLMServer.launch(VLLMServerConfig(model=str(model), **overrides))
+
+
+def split_devices(devices: str, num_servers: int) -> list[str] | None:
+    """``"0,1,2,3"`` over 2 servers -> ``["0,1", "2,3"]``; empty -> None (no device split, e.g. on CPU)."""
+    ids = [d.strip() for d in str(devices or "").split(",") if d.strip()]
+    if not ids:
+        return None
+    if len(ids) % num_servers:
+        raise ValueError(f"{len(ids)} devices ({devices!r}) cannot be split evenly over {num_servers} servers")
+    g = len(ids) // num_servers
+    return [",".join(ids[i * g:(i + 1) * g]) for i in range(num_servers)]
+
+
+def server_configs(model_dir: str, num_servers: int = 1, devices: Sequence[str] | None = None,
+                   ports: Sequence[int] | None = None, **options) -> list[VLLMServerConfig]:
+    """The configs of ``num_servers`` servers on ``model_dir`` sharing ``options`` (``VLLMServerConfig`` fields):
+    server ``i`` gets ``CUDA_VISIBLE_DEVICES=devices[i]`` and port ``ports[i]`` when given, and logs to
+    ``<stem>_<i><ext>`` of ``log_path`` when there are several."""
+    if devices is not None and len(devices) != num_servers:
+        raise ValueError(f"{len(devices)} device groups for {num_servers} servers")
+    if ports is not None and len(ports) != num_servers:
+        raise ValueError(f"{len(ports)} ports for {num_servers} servers")
+    configs = []
+    for i in range(num_servers):
+        opts = dict(options)
+        if num_servers > 1 and opts.get("log_path"):
+            root, ext = os.path.splitext(str(opts["log_path"]))
+            opts["log_path"] = f"{root}_{i}{ext}"
+        if devices is not None:
+            opts["extra_env"] = {**dict(opts.get("extra_env") or {}), "CUDA_VISIBLE_DEVICES": devices[i]}
+        if ports is not None:
+            opts["port"] = int(ports[i])
+        configs.append(VLLMServerConfig(model=str(model_dir), **opts))
+    return configs

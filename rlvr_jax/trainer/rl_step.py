@@ -252,6 +252,8 @@ def step_metrics(run, step: int, ro: Rollouts, graded: Graded, batch: TrainBatch
     m.update(code_status_counts([run.problems[i] for i in ro.rb.idx for _ in range(run.batching.n)],
                                 graded.results))  # reward/code_status/<status>, code problems only
     m.update(timer.metrics())
+    if hasattr(run.engine, "metrics"):  # the vLLM engine: per-replica prompts, tokens, busy seconds, restarts
+        m.update(run.engine.metrics())
     tokens = int(batch.prompt_mask.sum() + mask.sum())
     m["perf/total_num_tokens"] = tokens
     m["perf/throughput"] = tokens / timer.seconds["step"] / jax.device_count()

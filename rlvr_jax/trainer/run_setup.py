@@ -59,26 +59,18 @@ def build_engine(cfg, model, mesh, stop_ids: Sequence[int], pad_id: int, out_dir
                           max_prompt_len=int(cfg.data.max_prompt_len),
                           max_new_tokens_limit=int(r.max_new_tokens), mesh=mesh, rules=rules, **sched)
     from rlvr_jax.rollout.vllm_engine import VLLMEngine
-    v = r.vllm
-    sync_root = r.sync_dir or os.path.join(out_dir, "weights")
-    if v.url:
-        return VLLMEngine(url=v.url, sync_root=sync_root)
+    from rlvr_jax.rollout.vllm_launch import engine_options  # the same options as `python -m ...vllm_launch`
+    if r.vllm.url:
+        return VLLMEngine(**engine_options(cfg, out_dir, None))
     from rlvr_jax.models import save_hf
     init_dir = cfg.model.hf_path
     if not init_dir:  # a preset model: export its random init so the server starts from the same weights
-        init_dir = os.path.join(sync_root, "init")
+        init_dir = os.path.join(r.sync_dir or os.path.join(out_dir, "weights"), "init")
         if jax.process_index() == 0:
             save_hf(model, init_dir)
             if cfg.model.tokenizer_path:
                 load_tokenizer(cfg).save_pretrained(init_dir)
-    opts = dict(max_model_len=int(v.max_model_len), gpu_memory_utilization=float(v.gpu_memory_utilization),
-                tensor_parallel_size=int(v.tensor_parallel_size), enforce_eager=bool(v.enforce_eager),
-                seed=int(cfg.train.seed), startup_timeout_s=float(v.startup_timeout_s),
-                log_path=os.path.join(out_dir, "vllm_server.log"),
-                extra_args=tuple(str(v.extra_args).split()))
-    if v.python:
-        opts["python"] = v.python
-    return VLLMEngine(init_dir, sync_root=sync_root, **opts)
+    return VLLMEngine(**engine_options(cfg, out_dir, init_dir))
 
 
 def encode_dataset(ds, cfg, tokenizer) -> tuple[list, list[list[int]], int]:

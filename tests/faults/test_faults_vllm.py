@@ -1,15 +1,17 @@
-"""Fault injection into the vLLM rollout server (issue 18), on the CPU build with a tiny random model.
+"""Fault injection into the vLLM rollout servers (issues 18 and 26), on the CPU build with a tiny random model.
 
-1. An uninterrupted NSR training run whose every rollout batch (4 prompts x 8 samples of ~190 tokens, about
-   6,000 prompt tokens) exceeds vLLM's CPU default batched-token budget (2,048), so with chunked prefill on it
-   would split prompts and hit ``RuntimeError: CPU Generator does not use offset``: with the launch settings of
-   rlvr_jax/rollout/vllm_server.py it must finish with zero engine restarts (``rollout/engine_restarts``).
-2. The same run with the server SIGKILLed during a generation and during a weight sync: the engine restarts
-   it, logs each restart with its cause, and the run ends with the same steps (none lost, none repeated) and
-   the same metrics as the uninterrupted run.
+1. An uninterrupted NSR training run on two vLLM replicas (``rollout.vllm.num_servers=2``, weights synced through
+   shared memory) whose every rollout batch (4 prompts x 8 samples of ~190 tokens, about 6,000 prompt tokens)
+   exceeds vLLM's CPU default batched-token budget (2,048), so with chunked prefill on it would split prompts and
+   hit ``RuntimeError: CPU Generator does not use offset``: with the launch settings of
+   rlvr_jax/rollout/vllm_server.py it must finish with zero engine restarts (``rollout/engine_restarts``), both
+   replicas generating in every step.
+2. The same run with replica 0 SIGKILLed during a generation (it is restarted and re-synced in the background
+   while replica 1 takes over its prompts) and during a weight sync (restarted and given the new version): the
+   run ends with the same steps (none lost, none repeated) and the same metrics as the uninterrupted run.
 3. A trainer process SIGKILLed while its server runs leaves no server process behind (PR_SET_PDEATHSIG).
 
-Server start-ups: one per training run, two restarts, one for the orphan test.
+Server start-ups: two per training run (in parallel), two restarts, one for the orphan test.
 """
 import json
 import os
@@ -33,7 +35,8 @@ LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_
 # ~80-byte problems: with the qwen_boxed template each prompt is ~190 byte-level tokens.
 ENV_PROBLEMS = [(f"Problem {i}: compute the value of {i} plus {i} and give only the final number, nothing else.",
                  str(2 * i)) for i in range(8)]  # the data of the conftest's `env` fixture
-VOLATILE = ("timing_s/", "perf/", "rollout/engine_restarts")  # wall-clock figures and the restart count
+# wall-clock figures, the restart count, and which replica served what
+VOLATILE = ("timing_s/", "perf/", "rollout/engine_restarts", "rollout/replica_")
 # the rollout-vs-learner log-prob diagnostics read vLLM's own log-probs, which a restarted server (cold prefix
 # cache, so prompts are recomputed rather than read from cache) reproduces only to float32 rounding
 ENGINE_LOGPROB_METRICS = "rollout_corr/"
@@ -125,6 +128,7 @@ def config(env, out):
     c.logging.progress = False
     c.logging.eval_every = 0
     c.rollout.engine = "vllm"
+    c.rollout.vllm.num_servers = 2
     c.rollout.n = 8
     c.rollout.max_new_tokens = 8
     c.data.max_prompt_len = 256
@@ -168,16 +172,23 @@ def test_uninterrupted_run_has_zero_engine_restarts(uninterrupted):
     assert res.steps_done == STEPS and [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert [r["rollout/engine_restarts"] for r in rows] == [0] * STEPS
     assert min(r["prompt_length/mean"] for r in rows) * 4 * 8 > 2048  # every batch exceeds the CPU default budget
-    log = (out / "vllm_server.log").read_text(errors="replace")
-    # vLLM's own shutdown (SIGTERM, then a force kill of EngineCore) may log an EngineDeadError: only the log
-    # before the first shutdown line counts
-    during_run = log.split("[shutdown]")[0]
-    assert "does not use offset" not in log and "EngineDeadError" not in during_run
-    assert log.count("===== starting vLLM server") == 1
+    for r in rows:  # both replicas generated in every step, the 4 prompts between them
+        assert r["rollout/replica_0/tokens"] > 0 and r["rollout/replica_1/tokens"] > 0
+        assert r["rollout/replica_0/prompts"] + r["rollout/replica_1/prompts"] == 4
+        tokens = r["rollout/replica_0/tokens"] + r["rollout/replica_1/tokens"]
+        assert tokens == pytest.approx(r["response_length/mean"] * 32)
+    for i in range(2):
+        log = (out / f"vllm_server_{i}.log").read_text(errors="replace")
+        # vLLM's own shutdown (SIGTERM, then a force kill of EngineCore) may log an EngineDeadError: only the log
+        # before the first shutdown line counts
+        during_run = log.split("[shutdown]")[0]
+        assert "does not use offset" not in log and "EngineDeadError" not in during_run
+        assert log.count("===== starting vLLM server") == 1
 
 
 class _Faults:
-    """Kills the trainer's vLLM server (SIGKILL) once during the 2nd generate and once during the 3rd sync."""
+    """Kills replica 0 of the trainer's vLLM servers (SIGKILL) once during the 2nd generate and once during the
+    3rd sync (right before replica 0 loads the new version)."""
 
     def __init__(self, monkeypatch):
         from rlvr_jax.rollout.vllm_client import VLLMClient
@@ -188,7 +199,7 @@ class _Faults:
         self.killed: list[str] = []
         real_init, real_generate = VLLMEngine.__init__, VLLMEngine.generate
         real_sync, real_complete = VLLMEngine.sync_weights, VLLMClient.complete
-        real_reload = VLLMClient.reload_weights
+        real_rpc = VLLMClient.collective_rpc
         faults = self
 
         def init(eng, *a, **kw):
@@ -208,16 +219,17 @@ class _Faults:
                 faults.kill("generate")  # prompts 0 and 1 may be done or in flight: some results are lost
             return real_complete(client, prompt, n, params, prompt_index)
 
-        def reload_weights(client, *a, **kw):
-            if faults.syncs == 3 and "sync" not in faults.killed:
-                faults.kill("sync")  # the new version is exported, the server dies before loading it
-            return real_reload(client, *a, **kw)
+        def collective_rpc(client, method, *a, **kw):
+            if (faults.syncs == 3 and method in ("rlvr_load_shm", "rlvr_reload_weights") and "sync" not in
+                    faults.killed and client is faults.engine.replicas[0].client):
+                faults.kill("sync")  # the new version is exported, replica 0 dies before loading it
+            return real_rpc(client, method, *a, **kw)
 
         monkeypatch.setattr(VLLMEngine, "__init__", init)
         monkeypatch.setattr(VLLMEngine, "generate", generate)
         monkeypatch.setattr(VLLMEngine, "sync_weights", sync_weights)
         monkeypatch.setattr(VLLMClient, "complete", complete)
-        monkeypatch.setattr(VLLMClient, "reload_weights", reload_weights)
+        monkeypatch.setattr(VLLMClient, "collective_rpc", collective_rpc)
 
     def kill(self, phase):
         self.killed.append(phase)
@@ -246,7 +258,9 @@ def test_server_killed_during_generation_and_sync_loses_no_step(env, uninterrupt
     for r, q in zip(rows, ref):
         assert engine_logprob_metrics(r) == pytest.approx(engine_logprob_metrics(q), rel=1e-2, abs=1e-6)
     log = faults.engine.restart_log
-    assert [r.during for r in log] == ["generate", "sync_weights"]
+    assert [r.during for r in log] == ["generate", "sync_weights"] and [r.replica for r in log] == [0, 0]
+    assert [rows[-1][f"rollout/replica_{i}/restarts"] for i in range(2)] == [2, 0]
+    assert faults.engine.transport.name == "shm"
     assert all(r.exit_code == -signal.SIGKILL and r.seconds > 0 for r in log), log
     err = capfd.readouterr().err
     assert err.count("[vllm] server restart") == 2 and "during sync_weights" in err
