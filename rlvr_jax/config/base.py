@@ -74,7 +74,7 @@ def get_base_config() -> ml_collections.ConfigDict:
             port=0,            # 0 = free ports; else server i listens on port + i
             transport="auto",  # weight sync: shm (shared memory, same host) | filesystem | auto (shm when possible)
             shm_dir="",        # where the shm transport's segments live (default /dev/shm)
-            dtype="",          # the servers' dtype; empty = model.dtype
+            dtype="",          # the servers' dtype; empty = model.dtype; auto = vLLM's (never float32)
             max_concurrency=32,  # prompts in flight per server (each with rollout.n samples)
             python="",         # interpreter with vllm installed (default: this one)
             gpu_memory_utilization=0.5,

@@ -10,7 +10,8 @@ a run that then burns hours:
 * ``optim.eps <= 0`` (Adam divides by ``sqrt(v) + eps``; a weight with a zero gradient would get 0/0);
 * an unknown ``data.template``, ``data.grade_timeout_s <= 0``, ``data.grade_workers < 0``,
   ``train.seed < 0`` (numpy's seed sequences reject it at the first step), a vLLM ``max_model_len`` shorter
-  than ``data.max_prompt_len + rollout.max_new_tokens``;
+  than ``data.max_prompt_len + rollout.max_new_tokens``; ``rollout.vllm.dtype='auto'`` under a float32 learner
+  (vLLM's auto serves float32 checkpoints in half precision);
 * ``data.max_prompt_len + rollout.max_new_tokens`` (and ``rollout.vllm.max_model_len`` with the vLLM engine) above
   the model's ``max_position_embeddings`` (the preset's or ``model.hf_path``'s config.json);
 * with ``check_files``: ``logging.out_dir``, ``checkpoint.dir`` (and ``rollout.sync_dir``) must be creatable and
@@ -119,12 +120,19 @@ def check_values(cfg) -> None:
     if r.engine == "vllm":
         v = r.vllm
         _check(int(v.num_servers) >= 1, "rollout.vllm.num_servers", f"must be >= 1, got {v.num_servers}")
-        _check(not (v.url and int(v.num_servers) != 1), "rollout.vllm.num_servers",
-               f"{v.num_servers} with rollout.vllm.url set: attached servers are the URLs given (comma-separated)")
+        urls = [u for u in str(v.url).split(",") if u.strip()]
+        _check(not urls or int(v.num_servers) in (1, len(urls)), "rollout.vllm.num_servers",
+               f"{v.num_servers} with {len(urls)} URL(s) in rollout.vllm.url: attached servers are the URLs given "
+               f"(comma-separated); leave num_servers at 1 or set it to the URL count")
         _check(v.transport in ("auto", "shm", "filesystem"), "rollout.vllm.transport",
                f"{v.transport!r}; expected auto, shm or filesystem")
         _check(v.dtype in ("", "auto", "float32", "bfloat16", "float16"), "rollout.vllm.dtype",
                f"{v.dtype!r}; expected '' (= model.dtype), auto, float32, bfloat16 or float16")
+        # vLLM's 'auto' never computes in float32 (it downcasts float32 checkpoints to half precision): a float32
+        # learner would take ratios against rollouts of another numeric policy without saying so
+        _check(not (v.dtype == "auto" and cfg.model.dtype == "float32"), "rollout.vllm.dtype",
+               "'auto' with model.dtype='float32': vLLM serves float32 checkpoints in half precision; use '' (the "
+               "servers compute in model.dtype) or name the dtype (bfloat16 for half-precision rollouts on purpose)")
         _check(int(v.max_concurrency) >= 1, "rollout.vllm.max_concurrency", f"must be >= 1, got {v.max_concurrency}")
         _check(int(v.port) >= 0, "rollout.vllm.port", f"must be >= 0 (0 = free ports), got {v.port}")
         ndev = len([x for x in str(v.devices).split(",") if x.strip()])

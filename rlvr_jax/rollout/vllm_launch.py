@@ -86,6 +86,23 @@ def launch_configs(cfg) -> list[VLLMServerConfig]:
     return server_configs(**opts)
 
 
+def checked_config(cfg):
+    """``cfg`` with ``rollout.engine='vllm'``, validated as the trainer validates it (the fields the servers and the
+    trainer share are checked once, here, before a server starts); a bad field exits with its name (exit 2)."""
+    import ml_collections
+
+    from rlvr_jax.config import ConfigError, validate_config
+
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.rollout.engine = "vllm"
+    try:
+        validate_config(cfg, check_files=False)
+    except ConfigError as e:
+        print(f"[vllm_launch] config error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return cfg
+
+
 def describe(configs: list[VLLMServerConfig]) -> str:
     """Each server's command line and the environment variables it sets (``--dry_run``)."""
     import shlex
@@ -108,7 +125,7 @@ def main(argv) -> None:
     from rlvr_jax.rollout.vllm_server import VLLMServer
 
     del argv
-    cfg = flags.FLAGS.config
+    cfg = checked_config(flags.FLAGS.config)
     configs = launch_configs(cfg)
     if flags.FLAGS.dry_run:
         print(describe(configs))

@@ -37,7 +37,9 @@ MAY_CHANGE = (
     "model.nonfinite_weights",
     "rollout.engine", "rollout.jax.", "rollout.sync_dir", "rollout.vllm.url", "rollout.vllm.python",
     "rollout.vllm.startup_timeout_s", "rollout.vllm.gpu_memory_utilization", "rollout.vllm.tensor_parallel_size",
-    "rollout.vllm.enforce_eager",
+    "rollout.vllm.enforce_eager", "rollout.vllm.num_servers", "rollout.vllm.devices", "rollout.vllm.port",
+    "rollout.vllm.transport", "rollout.vllm.shm_dir", "rollout.vllm.max_concurrency",  # where, not what: each
+    # prompt's samples are seeded by (train.seed, step, prompt), whichever replica serves them
 )
 
 
