@@ -70,6 +70,7 @@ def _bench_sync_one(preset, dtype, repeats, warmup, sync_root, shm_dir) -> dict:
         start_s = time.perf_counter() - t0
         transports = {"filesystem": engine.transport, "shm": SharedMemoryTransport(shm_dir)}
         records = {k: [] for k in transports}
+        workers = {k: [] for k in transports}  # the worker's own timing of its load phases
         outputs: dict = {}
         identical, version = True, 0
         try:
@@ -81,6 +82,7 @@ def _bench_sync_one(preset, dtype, repeats, warmup, sync_root, shm_dir) -> dict:
                     engine.sync_weights(models[w], version)
                     if r >= warmup:
                         records[name].append(engine.sync_history[-1])
+                        workers[name].append(t.worker_seconds[0] if t.worker_seconds else {})
                     res = engine.generate(prompt, 1, params)[0][0]
                     outputs.setdefault((name, w), (res.token_ids, res.logprobs))
                     identical &= outputs[(name, w)] == (res.token_ids, res.logprobs)
@@ -96,20 +98,23 @@ def _bench_sync_one(preset, dtype, repeats, warmup, sync_root, shm_dir) -> dict:
         med = lambda f: statistics.median(f(x) for x in recs)  # noqa: E731
         res[name] = {"nbytes": recs[0].nbytes, "seconds": med(lambda x: x.seconds),
                      "export_s": med(lambda x: x.export_seconds), "load_s": med(lambda x: x.load_seconds),
-                     "s_per_gb": med(lambda x: x.seconds_per_gb), "all_seconds": [x.seconds for x in recs]}
+                     "s_per_gb": med(lambda x: x.seconds_per_gb), "all_seconds": [x.seconds for x in recs],
+                     "worker_s": {k: statistics.median(w.get(k, float("nan")) for w in workers[name])
+                                  for k in sorted({k for w in workers[name] for k in w})}}
     res["filesystem_over_shm"] = res["filesystem"]["seconds"] / res["shm"]["seconds"]
     return res
 
 
 def sync_markdown(r: dict) -> str:
     rows = [f"| preset ({r['dtype']}) | transport | weights GB | sync s (median of {r['repeats']}) | export s | "
-            "load s | s/GB | filesystem / shm | same log-probs |", "|---|---|---|---|---|---|---|---|---|"]
+            "load s (inside the worker) | s/GB | filesystem / shm | same log-probs |", "|---|---|---|---|---|---|---|---|---|"]
     for preset, p in r["presets"].items():
         for name in ("filesystem", "shm"):
             t = p[name]
             ratio = f"{p['filesystem_over_shm']:.1f}" if name == "shm" else ""
+            inside = ", ".join(f"{k} {v:.3g}" for k, v in t.get("worker_s", {}).items())
             rows.append(f"| {preset} | {name} | {t['nbytes'] / 1e9:.3g} | {t['seconds']:.3g} | {t['export_s']:.3g} | "
-                        f"{t['load_s']:.3g} | {t['s_per_gb']:.3g} | {ratio} | {p['identical']} |")
+                        f"{t['load_s']:.3g} ({inside or '-'}) | {t['s_per_gb']:.3g} | {ratio} | {p['identical']} |")
     return "\n".join(rows)
 
 

@@ -88,6 +88,7 @@ class WeightTransport(abc.ABC):
 
     def __init__(self):
         self.latest: Export | None = None
+        self.worker_seconds: list[dict] = []  # the phases of the last load, as each worker timed them (if it did)
 
     @abc.abstractmethod
     def export(self, model_or_params: Any, version: int) -> Export:
@@ -133,6 +134,11 @@ class WeightTransport(abc.ABC):
 
     def close(self) -> None:
         """Releases files or segments held by the transport."""
+
+
+def _worker_seconds(results: Any) -> list[dict]:
+    rows = (results or {}).get("results") if isinstance(results, dict) else None
+    return [r["seconds"] for r in rows or () if isinstance(r, dict) and isinstance(r.get("seconds"), dict)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -209,6 +215,7 @@ class FilesystemTransport(WeightTransport):
         results = client.collective_rpc(self.reload_method, kwargs, timeout_s=self.reload_timeout_s)
         if self.verifies_version:
             check_versions(results, exported.version, client.base_url)
+        self.worker_seconds = _worker_seconds(results)
         client.reset_prefix_cache()
 
     def _release(self, exported: Export) -> None:
@@ -345,6 +352,7 @@ class SharedMemoryTransport(WeightTransport):
         results = client.collective_rpc("rlvr_load_shm", {"path": exported.path, "version": str(exported.version)},
                                         timeout_s=self.load_timeout_s)
         check_versions(results, exported.version, client.base_url)
+        self.worker_seconds = _worker_seconds(results)
         client.reset_prefix_cache()
 
     @staticmethod

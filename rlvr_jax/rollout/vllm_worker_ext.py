@@ -104,10 +104,13 @@ class WeightSyncExtension:
 
     def rlvr_reload_weights(self, weights_path: str, version=None) -> dict:
         """``reload_weights`` from an HF safetensors directory, then refresh tied LM heads."""
+        t0 = time.perf_counter()
         self.reload_weights(weights_path=weights_path)
+        t1 = time.perf_counter()
         refreshed = self._rlvr_refresh()
         self._rlvr_version = None if version is None else int(version)
-        return {"version": self._rlvr_version, "refreshed": refreshed}
+        return {"version": self._rlvr_version, "refreshed": refreshed,
+                "seconds": {"reload": t1 - t0, "refresh": time.perf_counter() - t1}}
 
     def _rlvr_map(self, path: str) -> _Mapping:
         """The mapping of ``path`` (the transport alternates between two segment files: both stay mapped);
