@@ -231,6 +231,11 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         REAL_CKPT),
     # ---- docs/vllm.md
     "python -m vllm.entrypoints.openai.api_server": Covered("tests/test_vllm_engine.py"),  # what VLLMServer runs
+    "python -m rlvr_jax.rollout.vllm_launch --config=... [--dry_run]": Covered(
+        "tests/test_launch_gpu_node.py::test_dry_run_starts_the_servers_the_trainer_would"),
+    "python -m rlvr_jax.bench --what sync": NotInCI(
+        "one vLLM server per shape at mid-qwen3 / qwen3-0.6b (~10 min on 2 cores); the transports' equality is "
+        "tests/test_vllm_engine.py::test_shm_and_filesystem_transports_give_identical_logprobs"),
 }
 
 
