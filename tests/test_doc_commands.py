@@ -233,6 +233,12 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
     "python -m vllm.entrypoints.openai.api_server": Covered("tests/test_vllm_engine.py"),  # what VLLMServer runs
     "python -m rlvr_jax.rollout.vllm_launch --config=... [--dry_run]": Covered(
         "tests/test_launch_gpu_node.py::test_dry_run_starts_the_servers_the_trainer_would"),
+    "python -m rlvr_jax.bench --what replicas --preset mid-qwen3": NotInCI(
+        "two vLLM servers of a 42M-parameter model (~12 min on 2 cores); the replica dispatch is "
+        "tests/test_vllm_replicas.py and a 2-replica training run tests/faults/test_faults_vllm.py"),
+    "python -m rlvr_jax.train --config=configs/tiny_cpu.py:nsr,vllm --config.rollout.vllm.transport=shm "
+    "--config.train.total_steps=5 --config.logging.eval_every=0 --config.rollout.max_new_tokens=64": Covered(
+        "tests/test_train.py::test_train_with_vllm_engine"),  # the same tiny NSR run on a vLLM server, transport auto = shm
     "python -m rlvr_jax.bench --what sync": NotInCI(
         "one vLLM server per shape at mid-qwen3 / qwen3-0.6b (~10 min on 2 cores); the transports' equality is "
         "tests/test_vllm_engine.py::test_shm_and_filesystem_transports_give_identical_logprobs"),
