@@ -175,14 +175,40 @@ def test_strategy_masses_on_testbed_puzzles():
     assert table.count("\n") == 3 and "| half |" in table and "(1 puzzles)" in table
 
 
-def test_real_tiny_policy_conservation_and_figure(tmp_path):
-    """A random tiny testbed-vocabulary model and a perturbed copy: the flows add up to the exact metrics."""
+def test_training_draws_replay_the_prompt_order_and_likely_sampled_by_hand():
+    from rlvr_jax.data import PromptSampler
+
+    cfg = {"train": {"prompt_batch_size": 2, "seed": 3, "shuffle": True, "total_steps": 5}, "rollout": {"n": 8}}
+    draws = M.training_draws(cfg, 5)
+    s = PromptSampler(5, 2, seed=3)
+    want = np.zeros(5, int)
+    for _ in range(5):
+        for i in s.next_batch():
+            want[i] += 8
+    assert draws.tolist() == want.tolist() and draws.sum() == 5 * 2 * 8
+    c = hand_cands([0, 0, 1, 1], [1, 0, 1, 0])
+    # 1 - 0.9^8 = 0.570 >= 0.5; 1 - 0.95^8 = 0.337; puzzle 1 has 16 rollouts: 1 - 0.95^16 = 0.560, 1 - 0.97^16 = 0.386
+    got = M.likely_sampled(np.array([0.1, 0.05, 0.05, 0.03]), c, np.array([8, 16]))
+    assert got.tolist() == [True, False, True, False]
+
+
+def test_cli_on_a_tiny_real_model_matches_the_direct_computation(tmp_path):
+    """A random tiny testbed-vocabulary base and a perturbed copy, saved as a warm start and a run: the CLI's
+    flows equal mass_flow on the in-memory models' exact probabilities, and the flows add up to the exact metrics."""
+    import json
+
     import jax
     from flax import nnx
 
-    from rlvr_jax.models import Decoder, ModelConfig
+    from rlvr_jax.models import Decoder, ModelConfig, save_hf
+    from rlvr_jax.testbed import task as T
 
-    tok, _, c = _testbed_cands()
+    tok, puzzles, _ = _testbed_cands()
+    warm, run = tmp_path / "warm", tmp_path / "run" / "nsr"
+    for split in ("heldout", "rl"):
+        T.write_jsonl(T.to_problems(puzzles if split == "heldout" else puzzles[::-1], split),
+                      warm / "data" / f"{split}.jsonl")
+    (warm / "warmstart.json").write_text(json.dumps({"config": {"show_steps": False}}))
     cfg = ModelConfig(model_type="qwen3", vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_layers=1,
                       num_heads=2, num_kv_heads=1, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6,
                       tie_word_embeddings=True, max_position_embeddings=64, qk_norm=True, param_dtype="float32",
@@ -192,10 +218,26 @@ def test_real_tiny_policy_conservation_and_figure(tmp_path):
     pol = nnx.clone(base)
     pol.embed.embedding.value = base.embed.embedding.value + 0.5 * jax.random.normal(
         jax.random.PRNGKey(1), base.embed.embedding.value.shape)
+    for m, d in ((base, warm / "base_hf"), (pol, run / "final_hf")):
+        tok.save_pretrained(str(d))
+        save_hf(m, str(d))
+    (run / "config.json").write_text(json.dumps({
+        "train": {"prompt_batch_size": 2, "seed": 0, "shuffle": True, "total_steps": 3}, "rollout": {"n": 8},
+        "data": {"train": str(warm / "data" / "rl.jsonl")}}))
+    out = tmp_path / "out"
+    res = M.main([str(warm), str(run), "--out", str(out), "--split", "rl"])["nsr"]
+    assert (out / "massflow.png").stat().st_size > 1000 and "| nsr |" in (out / "massflow.md").read_text()
+    assert json.loads((out / "massflow.json").read_text())["results"]["nsr"]["freed_incorrect"] == res["freed_incorrect"]
+    # the direct computation on the RL puzzles (reversed order), in memory
+    c = E.candidates(T.to_problems(puzzles[::-1], "rl"), tok)
     setting = {"train": E.SETTINGS["train"]}
     pb = E.answer_probs(base, c, (tok.eos_token_id,), setting, pad_id=tok.pad_token_id)["train"]
     pp = E.answer_probs(pol, c, (tok.eos_token_id,), setting, pad_id=tok.pad_token_id)["train"]
-    r = M.mass_flow(pb, pp, c)
+    sampled = M.likely_sampled(pb, c, M.training_draws(json.loads((run / "config.json").read_text()), 3))
+    r = M.mass_flow(pb, pp, c, sampled)
+    for key in ("delta_correct", "freed_incorrect", "share_to_correct", "share_to_remaining"):
+        assert res[key] == pytest.approx(r[key], rel=1e-5, abs=1e-9), key
+    assert res["proportional_sampled"]["n"] == r["proportional_sampled"]["n"]
     mb, mp = E.distribution_metrics(pb, c, 1), E.distribution_metrics(pp, c, 1)
     assert r["delta_correct"] == pytest.approx(mp["correct_mass"] - mb["correct_mass"], abs=1e-12)
     assert r["delta_remaining"] == pytest.approx(mp["remaining_mass"] - mb["remaining_mass"], abs=1e-12)
@@ -205,5 +247,5 @@ def test_real_tiny_policy_conservation_and_figure(tmp_path):
     assert sum(b["rows"] for b in r["by_bin"].values()) == len(c.texts)
     same = M.mass_flow(pb, pb, c)
     assert same["freed_incorrect"] == 0.0 and np.isnan(same["share_to_correct"]) and same["proportional"]["n"] == 0
-    png = M.plot_log_ratio(pb, {"perturbed": pp}, c, str(tmp_path / "f.png"))
-    assert (tmp_path / "f.png").stat().st_size > 1000 and png.endswith("f.png")
+    with pytest.raises(SystemExit, match="not a warm-start directory"):
+        M.main([str(tmp_path), str(run), "--out", str(out)])

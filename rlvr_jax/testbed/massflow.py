@@ -276,8 +276,154 @@ def plot_log_ratio(p_base: np.ndarray, policies: dict[str, np.ndarray], cands: E
     return path
 
 
+def bin_table(results: dict[str, dict]) -> str:
+    """Markdown table, one row per (method, correct / incorrect): per base-probability bin the change of the
+    bin's mass (percentage points, mean over puzzles) and the share of its answers that rose."""
+    first = next(iter(results.values()))
+    labels = sorted({k.split(" ", 1)[1] for k in first["by_bin"]}, key=lambda v: float(v[1:].split(",")[0]))
+    head = ["method", "answers"] + [f"p_base in {lab}: mass % before -> after (answers up %)" for lab in labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        for kind in ("correct", "incorrect"):
+            cells = []
+            for lab in labels:
+                b = r["by_bin"][f"{kind} {lab}"]
+                cells.append(f"{_f(100 * b['base_mass'], '{:.1f}')} -> {_f(100 * b['policy_mass'], '{:.1f}')} "
+                             f"({_f(100 * b['frac_up'], '{:.0f}')})")
+            lines.append("| " + " | ".join([name, kind] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def strategy_table(results: dict[str, dict]) -> str:
+    """Markdown table, one row per method and strategy: the strategy's mass (%, mean over the puzzles concerned)
+    where it fails, where it is correct, and where it is the only correct strategy, before -> after."""
+    head = ["method", "strategy", "where it fails", "where it is correct", "where it is the only solution"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        for strat, g in r["strategy"].items():
+            cells = [f"{_f(100 * g[k]['before'], '{:.1f}')} -> {_f(100 * g[k]['after'], '{:.1f}')} ({g[k]['puzzles']})"
+                     for k in ("fails", "correct", "only")]
+            lines.append("| " + " | ".join([name, strat] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_json(result: dict) -> dict:
     """``result`` with its per-puzzle arrays as lists (for ``json.dump``)."""
     out = dict(result)
     out["per_puzzle"] = {k: np.asarray(v).tolist() for k, v in result["per_puzzle"].items()}
     return out
+
+
+def training_draws(run_config: dict, num_problems: int) -> np.ndarray:
+    """``[num_problems]`` how many rollouts of each RL prompt a run drew: its prompt order replayed from its
+    ``config.json`` (:class:`rlvr_jax.data.PromptSampler` with ``train.seed``, ``train.prompt_batch_size``,
+    ``train.shuffle``, ``train.total_steps``) times ``rollout.n``."""
+    from rlvr_jax.data import PromptSampler
+
+    tr = run_config["train"]
+    sampler = PromptSampler(num_problems, int(tr["prompt_batch_size"]), seed=int(tr["seed"]),
+                            shuffle=bool(tr["shuffle"]))
+    draws = np.zeros(num_problems, np.int64)
+    for _ in range(int(tr["total_steps"])):
+        np.add.at(draws, sampler.next_batch(), 1)
+    return draws * int(run_config["rollout"]["n"])
+
+
+def likely_sampled(p_train: np.ndarray, cands: E.CandidateSet, rollouts: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """``[R]`` bool: the answer appears at least once in its puzzle's ``rollouts[puzzle]`` training samples
+    with probability >= ``level`` when drawn from ``p_train`` (the base at the training temperature). A proxy:
+    the runs do not log their rollouts, and the policy moves during training."""
+    n = np.asarray(rollouts, np.float64)[cands.puzzle]
+    return -np.expm1(n * np.log1p(-np.clip(p_train, 0.0, 1.0 - 1e-16))) >= level
+
+
+def _resolve(warm: str, runs: Sequence[str]) -> tuple[str, dict[str, str]]:
+    if not os.path.exists(os.path.join(warm, "warmstart.json")) and os.path.exists(
+            os.path.join(os.path.dirname(os.path.abspath(warm)), "warmstart.json")):
+        warm = os.path.dirname(os.path.abspath(warm))
+    if not os.path.exists(os.path.join(warm, "warmstart.json")):
+        raise SystemExit(f"massflow: {warm} is not a warm-start directory (no warmstart.json)")
+    out = {}
+    for r in runs:
+        run = os.path.abspath(r)
+        if os.path.isdir(os.path.join(run, "final_hf")):
+            hf, name = os.path.join(run, "final_hf"), os.path.basename(run)
+        elif os.path.exists(os.path.join(run, "config.json")) and os.path.basename(run) == "final_hf":
+            hf, name = run, os.path.basename(os.path.dirname(run))
+        else:
+            raise SystemExit(f"massflow: {r} is neither a run directory with final_hf/ nor an HF export")
+        if name in out:
+            raise SystemExit(f"massflow: two policies named {name!r}")
+        out[name] = hf
+    return warm, out
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m rlvr_jax.testbed.massflow", description=__doc__.split("\n")[0])
+    ap.add_argument("warm_dir", help="the warm-start directory (warmstart.json, base_hf/, data/); the base policy")
+    ap.add_argument("runs", nargs="+", help="RL run directories (with final_hf/) or HF exports")
+    ap.add_argument("--out", required=True, help="writes massflow.md, massflow.json, massflow.png here")
+    ap.add_argument("--setting", default="train", choices=sorted(E.SETTINGS),
+                    help="sampling setting of the probabilities (default train: T = 1, top-p 1)")
+    ap.add_argument("--split", default="heldout", choices=("heldout", "rl"),
+                    help="heldout: puzzles never trained on; rl: the RL puzzles (sampled = likely sampled)")
+    ap.add_argument("--num-problems", type=int, default=None, help="only the first N puzzles of the split")
+    args = ap.parse_args(argv)
+    warm, runs = _resolve(args.warm_dir, args.runs)
+
+    from transformers import AutoTokenizer
+
+    from rlvr_jax.data import load_file, stop_token_ids
+    from rlvr_jax.models import load_hf
+    from rlvr_jax.testbed import warmstart as ws
+
+    tok = AutoTokenizer.from_pretrained(os.path.join(warm, ws.BASE_DIR))
+    probs_in = list(load_file(os.path.join(warm, ws.DATA_DIR, f"{args.split}.jsonl"), args.split))
+    with open(os.path.join(warm, "warmstart.json")) as f:
+        wcfg = json.load(f).get("config", {})
+    num_all = len(probs_in)
+    if args.num_problems is not None:
+        probs_in = probs_in[:args.num_problems]
+    cands = E.candidates(probs_in, tok, show_steps=bool(wcfg.get("show_steps", False)),
+                         rare_strategies=tuple(wcfg.get("rare_strategies", ("product_minus",))))
+    stops, pad = stop_token_ids(tok), int(tok.pad_token_id)
+    settings = {args.setting: E.SETTINGS[args.setting], "train": E.SETTINGS["train"]}
+
+    def probs(path):
+        model, _ = load_hf(path, dtype="float32")
+        return E.answer_probs(model, cands, stops, settings, pad_id=pad)
+
+    base = probs(os.path.join(warm, ws.BASE_DIR))
+    results, pols = {}, {}
+    for name, hf in runs.items():
+        pp = probs(hf)
+        sampled = None
+        if args.split == "rl":
+            cfg_path = os.path.join(os.path.dirname(hf), "config.json")
+            with open(cfg_path) as f:
+                run_cfg = json.load(f)
+            rl_file = run_cfg.get("data", {}).get("train", "")
+            if os.path.abspath(rl_file) != os.path.abspath(os.path.join(warm, ws.DATA_DIR, "rl.jsonl")):
+                raise SystemExit(f"massflow: run {name} trained on {rl_file!r}, not this warm start's rl.jsonl")
+            draws = training_draws(run_cfg, num_all)[:len(probs_in)]
+            sampled = likely_sampled(base["train"], cands, draws)
+        results[name] = mass_flow(base[args.setting], pp[args.setting], cands, sampled)
+        pols[name] = pp[args.setting]
+    os.makedirs(args.out, exist_ok=True)
+    cmd = "python -m rlvr_jax.testbed.massflow " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = (f"# Mass flow against the base ({args.split} puzzles: {cands.num_puzzles}, setting {args.setting} = "
+            f"T {settings[args.setting][0]}, top-p {settings[args.setting][1]})\n\n`{cmd}`\n\n"
+            + mass_flow_table(results) + "\n## By base probability\n\n" + bin_table(results)
+            + "\n## By strategy (puzzles in brackets)\n\n" + strategy_table(results))
+    with open(os.path.join(args.out, "massflow.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "massflow.json"), "w") as f:
+        json.dump({"split": args.split, "setting": args.setting, "runs": runs,
+                   "results": {k: to_json(v) for k, v in results.items()}}, f, indent=1)
+    plot_log_ratio(base[args.setting], pols, cands, os.path.join(args.out, "massflow.png"))
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
