@@ -31,6 +31,9 @@ def test_freed_mass_shares_deltas_and_bins_by_hand():
     assert r["share_to_correct"] == pytest.approx(0.4)
     assert r["share_to_incorrect"] == pytest.approx(0.1)
     assert r["share_to_remaining"] == pytest.approx(0.5)
+    # had c and w2 (base 0.2 each) gained in proportion: half to correct; puzzle 1's only gainer had base mass 0
+    assert r["share_to_correct_if_proportional"] == pytest.approx(0.5)
+    assert r["share_to_remaining_if_proportional"] == pytest.approx(0.0)
     assert r["delta_correct"] == pytest.approx(0.1)
     assert r["delta_incorrect"] == pytest.approx(-0.175)
     assert r["delta_remaining"] == pytest.approx(0.075)
@@ -99,6 +102,8 @@ def test_proportional_redistribution_gives_within_slope_zero_and_spearman_one():
     s0, s1 = (0.08 + 0.02) / 0.6, (0.15 + 0.1) / 0.6
     assert r["share_to_correct"] == pytest.approx((0.2 * s0 + 0.3 * s1) / 0.5)
     assert r["share_to_remaining"] == pytest.approx((0.2 * 0.4 / 0.6 + 0.3 * 0.06 / 0.6) / 0.5)
+    assert r["share_to_correct_if_proportional"] == pytest.approx(r["share_to_correct"])
+    assert r["share_to_remaining_if_proportional"] == pytest.approx(r["share_to_remaining"])
     assert r["share_to_correct"] + r["share_to_incorrect"] + r["share_to_remaining"] == pytest.approx(1.0)
 
 
@@ -118,6 +123,11 @@ def test_non_proportional_power_law_slope_and_sampled_split():
     assert un["slope"] == pytest.approx(-0.5) and un["r2"] == pytest.approx(1.0)
     assert un["pooled_slope"] == pytest.approx(-0.5) and un["pooled_intercept"] == pytest.approx(np.log(0.5))
     assert sa["slope"] == pytest.approx(0.0, abs=1e-12)
+    # freed: 0.13671875 (puzzle 0), 0.2 (puzzle 1). Puzzle 0's correct gainer (2^-8) took 0.02734375 of the
+    # 0.13671875 = 20%, against 2^-8 / 0.08203125 = 1/21 had it gained in proportion; puzzle 1: 0.35 / 0.6 both
+    f0, f1 = 0.13671875, 0.2
+    assert r["share_to_correct"] == pytest.approx((f0 * 0.2 + f1 * 0.35 / 0.6) / (f0 + f1))
+    assert r["share_to_correct_if_proportional"] == pytest.approx((f0 / 21 + f1 * 0.35 / 0.6) / (f0 + f1))
     assert un["spearman"] == pytest.approx(1.0)           # gains 0.027, 0.047, 0.0625: same order as p
     # all gainers together: the puzzle-0 points carry the slope, the puzzle-1 points only add x spread
     x0 = np.log(b0[1:]) - np.log(b0[1:]).mean()

@@ -141,7 +141,9 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
 
     * ``delta_correct`` / ``delta_incorrect`` / ``delta_remaining``: the change of each kind of mass;
     * ``freed_incorrect``: mass freed from incorrect answers; ``share_to_correct`` / ``share_to_incorrect`` /
-      ``share_to_remaining``: where it went (sum to 1 when anything was freed);
+      ``share_to_remaining``: where it went (sum to 1 when anything was freed); ``share_to_correct_if_proportional``
+      / ``share_to_remaining_if_proportional``: the same shares had every gainer gained in proportion to its base
+      mass (per puzzle: the gainers' base mass of that kind over all gainers' base mass; freed-weighted);
     * ``by_bin``: per (correct / incorrect) x base-probability bin: rows, base and policy mass, ``delta``
       (mean over puzzles of the bin's mass change), ``mean_log_ratio``, ``frac_up`` (share of its answers that rose);
     * ``proportional`` (every gainer), ``proportional_sampled`` / ``proportional_unsampled`` (with ``sampled``):
@@ -179,6 +181,15 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
             frac = np.where(g_tot > 0, g / np.where(g_tot > 0, g_tot, 1.0), 0.0)
         share[name] = float((freed * frac).sum() / freed.sum()) if freed.sum() > 0 else float("nan")
 
+    # the same shares if every gainer had gained in proportion to its base mass (puzzles whose gainers had base mass)
+    bg = {"correct": E.per_puzzle(pb, cands, corr & (d > 0)), "incorrect": E.per_puzzle(pb, cands, ~corr & (d > 0)),
+          "remaining": np.where(d_rem > 0, rem_b, 0.0)}
+    bg_tot = bg["correct"] + bg["incorrect"] + bg["remaining"]
+    w = np.where(bg_tot > 0, freed, 0.0)
+    for name, g in bg.items():
+        frac = g / np.where(bg_tot > 0, bg_tot, 1.0)
+        share[f"{name}_if_proportional"] = float((w * frac).sum() / w.sum()) if w.sum() > 0 else float("nan")
+
     labels = _bin_labels(bins)
     b_idx = np.searchsorted(np.asarray(bins, np.float64), pb, side="right")
     by_bin = {}
@@ -205,6 +216,8 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
            "freed_incorrect": float(freed.mean()),
            "share_to_correct": share["correct"], "share_to_incorrect": share["incorrect"],
            "share_to_remaining": share["remaining"],
+           "share_to_correct_if_proportional": share["correct_if_proportional"],
+           "share_to_remaining_if_proportional": share["remaining_if_proportional"],
            "by_bin": by_bin,
            "proportional": proportionality(pb[gainers], pp[gainers], cands.puzzle[gainers]),
            "strategy": _strategy_flow(pb, pp, cands),
@@ -229,6 +242,7 @@ def mass_flow_table(results: dict[str, dict], strategy: str = "product_minus") -
     correct strategy, before -> after. Masses in % (means over puzzles)."""
     pct = lambda v: _f(100 * v, "{:.1f}")  # noqa: E731
     head = ["method", "correct mass % (before -> after)", "freed from incorrect %", "-> correct / incorrect / remaining %",
+            "-> correct % if proportional",
             "slope (R^2), gainers", "Spearman", "slope sampled / never", f"{strategy} where it fails %",
             f"{strategy} where it is the only solution %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -242,6 +256,7 @@ def mass_flow_table(results: dict[str, dict], strategy: str = "product_minus") -
         lines.append("| " + " | ".join([
             name, f"{pct(r['correct_before'])} -> {pct(r['correct_after'])}", pct(r["freed_incorrect"]),
             f"{pct(r['share_to_correct'])} / {pct(r['share_to_incorrect'])} / {pct(r['share_to_remaining'])}",
+            pct(r["share_to_correct_if_proportional"]),
             f"{_f(pr['slope'], '{:+.3f}')} ({_f(pr['r2'], '{:.2f}')})", _f(pr["spearman"], "{:+.2f}"), samp,
             f"{pct(fail.get('before', float('nan')))} -> {pct(fail.get('after', float('nan')))}",
             f"{pct(only.get('before', float('nan')))} -> {pct(only.get('after', float('nan')))} "
