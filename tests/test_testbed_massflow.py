@@ -62,6 +62,12 @@ def test_bins_place_small_probabilities():
     assert r["by_bin"]["incorrect [0.001,0.01)"]["delta"] == pytest.approx(0.0)
     assert r["by_bin"]["incorrect [0.01,0.1)"]["delta"] == pytest.approx(-2.5e-2)
     assert r["by_bin"]["incorrect [0.1,1)"]["rows"] == 1
+    # over every answer (losers too), one puzzle: the plain least-squares line through the points
+    x, y = np.log(pb), np.log(pp / pb)
+    slope, icpt = np.polyfit(x, y, 1)
+    assert r["proportional_all"]["slope"] == pytest.approx(slope) and r["proportional_all"]["n"] == 4
+    assert r["proportional_all"]["pooled_intercept"] == pytest.approx(icpt)
+    assert r["proportional_all"]["r2"] == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)
     labels = M._bin_labels((0.5,))
     assert labels == ["[0,0.5)", "[0.5,1)"]
 

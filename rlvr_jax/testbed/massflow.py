@@ -146,6 +146,8 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
       mass (per puzzle: the gainers' base mass of that kind over all gainers' base mass; freed-weighted);
     * ``by_bin``: per (correct / incorrect) x base-probability bin: rows, base and policy mass, ``delta``
       (mean over puzzles of the bin's mass change), ``mean_log_ratio``, ``frac_up`` (share of its answers that rose);
+    * ``proportional_all``: the same over every answer with mass before and after (losers too: > 0 when mass
+      moved from unlikely answers to likely ones);
     * ``proportional`` (every gainer), ``proportional_sampled`` / ``proportional_unsampled`` (with ``sampled``):
       :func:`proportionality`;
     * ``strategy``: :func:`_strategy_flow`;
@@ -207,6 +209,7 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
                 "frac_up": float((d[rows] > 0).mean()) if rows.any() else float("nan")}
 
     gainers = (d > 0) & (pb > 0)
+    pos = (pb > 0) & (pp > 0)
     out = {"num_puzzles": int(P), "num_rows": int(R),
            "correct_before": float(E.per_puzzle(pb, cands, corr).mean()),
            "correct_after": float(E.per_puzzle(pp, cands, corr).mean()),
@@ -220,6 +223,7 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
            "share_to_remaining_if_proportional": share["remaining_if_proportional"],
            "by_bin": by_bin,
            "proportional": proportionality(pb[gainers], pp[gainers], cands.puzzle[gainers]),
+           "proportional_all": proportionality(pb[pos], pp[pos], cands.puzzle[pos]),
            "strategy": _strategy_flow(pb, pp, cands),
            "per_puzzle": {"freed_incorrect": freed, "gain_correct": g_cor, "gain_incorrect": g_inc,
                           "gain_remaining": g_rem, "delta_correct": g_cor - E.per_puzzle(down, cands, corr),
@@ -243,7 +247,7 @@ def mass_flow_table(results: dict[str, dict], strategy: str = "product_minus") -
     pct = lambda v: _f(100 * v, "{:.1f}")  # noqa: E731
     head = ["method", "correct mass % (before -> after)", "freed from incorrect %", "-> correct / incorrect / remaining %",
             "-> correct % if proportional",
-            "slope (R^2), gainers", "Spearman", "slope sampled / never", f"{strategy} where it fails %",
+            "slope (R^2), gainers", "Spearman", "slope, all answers", "slope sampled / never", f"{strategy} where it fails %",
             f"{strategy} where it is the only solution %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
@@ -257,7 +261,8 @@ def mass_flow_table(results: dict[str, dict], strategy: str = "product_minus") -
             name, f"{pct(r['correct_before'])} -> {pct(r['correct_after'])}", pct(r["freed_incorrect"]),
             f"{pct(r['share_to_correct'])} / {pct(r['share_to_incorrect'])} / {pct(r['share_to_remaining'])}",
             pct(r["share_to_correct_if_proportional"]),
-            f"{_f(pr['slope'], '{:+.3f}')} ({_f(pr['r2'], '{:.2f}')})", _f(pr["spearman"], "{:+.2f}"), samp,
+            f"{_f(pr['slope'], '{:+.3f}')} ({_f(pr['r2'], '{:.2f}')})", _f(pr["spearman"], "{:+.2f}"),
+            f"{_f(r['proportional_all']['slope'], '{:+.3f}')} ({_f(r['proportional_all']['r2'], '{:.2f}')})", samp,
             f"{pct(fail.get('before', float('nan')))} -> {pct(fail.get('after', float('nan')))}",
             f"{pct(only.get('before', float('nan')))} -> {pct(only.get('after', float('nan')))} "
             f"({only.get('puzzles', 0)} puzzles)"]) + " |")
