@@ -208,15 +208,62 @@ def test_training_draws_replay_the_prompt_order_and_likely_sampled_by_hand():
     assert got.tolist() == [True, False, True, False]
 
 
+def test_real_tiny_model_flows_add_up_to_the_exact_metrics():
+    """A tiny model over a 6-token vocabulary (peaked, so the candidates hold real mass) and a perturbed copy; the
+    candidates are every 2-word answer of two prompts: the flows add up to exact.distribution_metrics' masses."""
+    import itertools
+
+    import jax
+    from flax import nnx
+
+    from rlvr_jax.models import Decoder, ModelConfig
+
+    cfg = ModelConfig(model_type="qwen3", vocab_size=6, hidden_size=16, intermediate_size=32, num_layers=1,
+                      num_heads=2, num_kv_heads=1, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6,
+                      tie_word_embeddings=True, max_position_embeddings=64, qk_norm=True, param_dtype="float32",
+                      dtype="float32", bos_token_id=None, eos_token_id=1)
+    base = Decoder(cfg, rngs=nnx.Rngs(3))
+    base.embed.embedding.value = base.embed.embedding.value * 6.0
+    pol = nnx.clone(base)
+    pol.embed.embedding.value = base.embed.embedding.value + 1.5 * jax.random.normal(
+        jax.random.PRNGKey(1), base.embed.embedding.value.shape)
+    words = list(itertools.product((2, 3, 4, 5), repeat=2))
+    R = 2 * len(words)
+    c = E.CandidateSet(prompts=[[2, 3, 4], [5, 2]], tokens=np.array(words * 2, np.int32), lengths=np.full(R, 2, np.int32),
+                       puzzle=np.repeat([0, 1], len(words)).astype(np.int32), correct=np.arange(R) % 3 == 0,
+                       strategy=(np.arange(R) % len(E.STRATEGY_NAMES)).astype(np.int32), texts=[""] * R,
+                       rare_only=np.array([False, True]))
+    pb = E.answer_probs(base, c, (1,), {"train": (1.0, 1.0)})["train"]
+    pp = E.answer_probs(pol, c, (1,), {"train": (1.0, 1.0)})["train"]
+    mb, mp = E.distribution_metrics(pb, c, 1), E.distribution_metrics(pp, c, 1)
+    assert mb["remaining_mass"] < 0.95 and mb["correct_mass"] > 0.01     # the candidates hold real mass
+    r = M.mass_flow(pb, pp, c)
+    assert abs(r["delta_correct"]) > 1e-3 and r["freed_incorrect"] > 1e-2
+    assert r["delta_correct"] == pytest.approx(mp["correct_mass"] - mb["correct_mass"], abs=1e-12)
+    assert r["delta_remaining"] == pytest.approx(mp["remaining_mass"] - mb["remaining_mass"], abs=1e-12)
+    assert r["delta_correct"] + r["delta_incorrect"] + r["delta_remaining"] == pytest.approx(0.0, abs=1e-12)
+    assert r["share_to_correct"] + r["share_to_incorrect"] + r["share_to_remaining"] == pytest.approx(1.0)
+    assert sum(b["delta"] for b in r["by_bin"].values()) == pytest.approx(r["delta_correct"] + r["delta_incorrect"])
+    assert sum(b["rows"] for b in r["by_bin"].values()) == R
+    for i, name in enumerate(E.STRATEGY_NAMES):      # a strategy's mass where correct + where it fails = its mass
+        g = r["strategy"][name]
+        both = g["fails"]["puzzles"] == g["correct"]["puzzles"] == 2
+        if both:
+            assert g["fails"]["after"] + g["correct"]["after"] == pytest.approx(mp["strategy_mass"][name])
+    same = M.mass_flow(pb, pb, c)
+    assert same["freed_incorrect"] == 0.0 and np.isnan(same["share_to_correct"]) and same["proportional"]["n"] == 0
+
+
 def test_cli_on_a_tiny_real_model_matches_the_direct_computation(tmp_path):
     """A random tiny testbed-vocabulary base and a perturbed copy, saved as a warm start and a run: the CLI's
-    flows equal mass_flow on the in-memory models' exact probabilities, and the flows add up to the exact metrics."""
+    files and flows (RL split, the likely-sampled mask) equal mass_flow on the saved models' exact probabilities."""
     import json
 
     import jax
     from flax import nnx
 
-    from rlvr_jax.models import Decoder, ModelConfig, save_hf
+    from rlvr_jax.data import stop_token_ids
+    from rlvr_jax.models import Decoder, ModelConfig, load_hf, save_hf
     from rlvr_jax.testbed import task as T
 
     tok, puzzles, _ = _testbed_cands()
@@ -244,24 +291,17 @@ def test_cli_on_a_tiny_real_model_matches_the_direct_computation(tmp_path):
     res = M.main([str(warm), str(run), "--out", str(out), "--split", "rl"])["nsr"]
     assert (out / "massflow.png").stat().st_size > 1000 and "| nsr |" in (out / "massflow.md").read_text()
     assert json.loads((out / "massflow.json").read_text())["results"]["nsr"]["freed_incorrect"] == res["freed_incorrect"]
-    # the direct computation on the RL puzzles (reversed order), in memory
+    # the direct computation on the RL puzzles (reversed order) with the saved models
     c = E.candidates(T.to_problems(puzzles[::-1], "rl"), tok)
     setting = {"train": E.SETTINGS["train"]}
-    pb = E.answer_probs(base, c, (tok.eos_token_id,), setting, pad_id=tok.pad_token_id)["train"]
-    pp = E.answer_probs(pol, c, (tok.eos_token_id,), setting, pad_id=tok.pad_token_id)["train"]
-    sampled = M.likely_sampled(pb, c, M.training_draws(json.loads((run / "config.json").read_text()), 3))
-    r = M.mass_flow(pb, pp, c, sampled)
-    for key in ("delta_correct", "freed_incorrect", "share_to_correct", "share_to_remaining"):
-        assert res[key] == pytest.approx(r[key], rel=1e-5, abs=1e-9), key
+    pb, pp = (E.answer_probs(load_hf(str(d), dtype="float32")[0], c, stop_token_ids(tok), setting,
+                             pad_id=tok.pad_token_id)["train"] for d in (warm / "base_hf", run / "final_hf"))
+    draws = M.training_draws(json.loads((run / "config.json").read_text()), 3)
+    assert draws.sum() == 3 * 2 * 8
+    r = M.mass_flow(pb, pp, c, M.likely_sampled(pb, c, draws))
+    for key in ("correct_before", "delta_correct", "freed_incorrect", "share_to_correct", "share_to_remaining"):
+        assert res[key] == pytest.approx(r[key], rel=1e-6, abs=0), key
+    assert res["proportional_all"]["slope"] == pytest.approx(r["proportional_all"]["slope"], rel=1e-6)
     assert res["proportional_sampled"]["n"] == r["proportional_sampled"]["n"]
-    mb, mp = E.distribution_metrics(pb, c, 1), E.distribution_metrics(pp, c, 1)
-    assert r["delta_correct"] == pytest.approx(mp["correct_mass"] - mb["correct_mass"], abs=1e-12)
-    assert r["delta_remaining"] == pytest.approx(mp["remaining_mass"] - mb["remaining_mass"], abs=1e-12)
-    assert r["delta_correct"] + r["delta_incorrect"] + r["delta_remaining"] == pytest.approx(0.0, abs=1e-12)
-    assert r["share_to_correct"] + r["share_to_incorrect"] + r["share_to_remaining"] == pytest.approx(1.0)
-    assert sum(b["delta"] for b in r["by_bin"].values()) == pytest.approx(r["delta_correct"] + r["delta_incorrect"])
-    assert sum(b["rows"] for b in r["by_bin"].values()) == len(c.texts)
-    same = M.mass_flow(pb, pb, c)
-    assert same["freed_incorrect"] == 0.0 and np.isnan(same["share_to_correct"]) and same["proportional"]["n"] == 0
     with pytest.raises(SystemExit, match="not a warm-start directory"):
         M.main([str(tmp_path), str(run), "--out", str(out)])
