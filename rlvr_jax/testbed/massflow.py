@@ -158,7 +158,8 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
     pp = np.asarray(p_pol, np.float64)
     R = len(cands.puzzle)
     if pb.shape != (R,) or pp.shape != (R,):
-        raise ValueError(f"mass_flow: p_base {pb.shape} and p_pol {pp.shape} must both be ({R},), one per candidate row")
+        raise ValueError(f"mass_flow: p_base {pb.shape} and p_pol {pp.shape} must both be ({R},), "
+                         "one per candidate row")
     if sampled is not None:
         sampled = np.asarray(sampled, bool)
         if sampled.shape != (R,):
@@ -203,7 +204,8 @@ def mass_flow(p_base: np.ndarray, p_pol: np.ndarray, cands: E.CandidateSet, samp
             rows = sel & (b_idx == bi)
             fin = rows & np.isfinite(lr)
             by_bin[f"{kind} {lab}"] = {
-                "rows": int(rows.sum()), "base_mass": float(pb[rows].sum() / P), "policy_mass": float(pp[rows].sum() / P),
+                "rows": int(rows.sum()), "base_mass": float(pb[rows].sum() / P),
+                "policy_mass": float(pp[rows].sum() / P),
                 "delta": float(d[rows].sum() / P),
                 "mean_log_ratio": float(lr[fin].mean()) if fin.any() else float("nan"),
                 "frac_up": float((d[rows] > 0).mean()) if rows.any() else float("nan")}
@@ -245,16 +247,19 @@ def mass_flow_table(results: dict[str, dict], strategy: str = "product_minus") -
     never-sampled slopes when measured), and ``strategy``'s mass where it fails and where it is the only
     correct strategy, before -> after. Masses in % (means over puzzles)."""
     pct = lambda v: _f(100 * v, "{:.1f}")  # noqa: E731
-    head = ["method", "correct mass % (before -> after)", "freed from incorrect %", "-> correct / incorrect / remaining %",
+    head = ["method", "correct mass % (before -> after)", "freed from incorrect %",
+            "-> correct / incorrect / remaining %",
             "-> correct % if proportional",
-            "slope (R^2), gainers", "Spearman", "slope, all answers", "slope sampled / never", f"{strategy} where it fails %",
+            "slope (R^2), gainers", "Spearman", "slope, all answers", "slope sampled / never",
+            f"{strategy} where it fails %",
             f"{strategy} where it is the only solution %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         pr = r["proportional"]
         samp = "n/a"
         if "proportional_sampled" in r:
-            samp = f"{_f(r['proportional_sampled']['slope'], '{:+.3f}')} / {_f(r['proportional_unsampled']['slope'], '{:+.3f}')}"
+            samp = (f"{_f(r['proportional_sampled']['slope'], '{:+.3f}')} / "
+                    f"{_f(r['proportional_unsampled']['slope'], '{:+.3f}')}")
         st = r["strategy"].get(strategy, {})
         fail, only = st.get("fails", {}), st.get("only", {})
         lines.append("| " + " | ".join([
