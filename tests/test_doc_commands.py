@@ -223,6 +223,11 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         "tests/test_testbed.py::test_quick_demo_writes_a_finite_report"),  # the demo's first stage
     "python -m rlvr_jax.train --config=configs/testbed.py:nsr": Covered(
         "tests/test_testbed.py::test_quick_demo_writes_a_finite_report"),  # its RL stage, after the warm start
+    # ---- docs/testbed_massflow.md
+    "python -m rlvr_jax.testbed.massflow WARM_DIR RUN_DIR... --out DIR": Covered(
+        "tests/test_testbed_massflow.py::test_cli_on_a_tiny_real_model_matches_the_direct_computation"),
+    "python -m rlvr_jax.testbed.massflow WARM_DIR RUN_DIR... --out DIR --split rl": Covered(
+        "tests/test_testbed_massflow.py::test_cli_on_a_tiny_real_model_matches_the_direct_computation"),
     # ---- docs/training.md
     "python -m rlvr_jax.train --config=configs/nsr_qwen25math.py [--config.section.field=value ...]": NotInCI(
         REAL_CKPT),
