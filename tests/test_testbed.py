@@ -239,6 +239,7 @@ def check_exact_outputs(out, s):
 
     for f in ("exact.md", "exact_pass_at_k.png", "trajectories.png", "exact_frontier.png", "exact_summary.json"):
         assert (out / "report" / f).stat().st_size > 0, f
+    assert "## Mass flow" in (out / "report" / "exact.md").read_text()
     recs = {"base": json.loads((out / "exact" / "base.json").read_text())}
     for algo in ("psr", "nsr", "w_reinforce", "grpo", "grpo_n"):
         recs[algo] = json.loads((out / "seed0" / "exact" / f"{algo}.json").read_text())

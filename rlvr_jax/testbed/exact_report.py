@@ -53,10 +53,12 @@ def collect(out_dir: str) -> dict:
             raise FileNotFoundError(f"exact_report: no {path} (was the experiment run with exact_eval?)")
         with open(path) as f:
             bases[b] = json.load(f)
+        bases[b]["_root"] = root
         for sdir in sorted(glob.glob(os.path.join(root, "seed[0-9]*")), key=lambda p: _seed_of(p, "seed")):
             for path in sorted(glob.glob(os.path.join(sdir, "exact", "*.json"))):
                 with open(path) as f:
                     rec = json.load(f)
+                rec["_dir"] = os.path.dirname(path)
                 runs.setdefault(rec["algo"], []).append((b, _seed_of(sdir, "seed"), rec))
     return {"bases": bases, "runs": runs}
 
@@ -267,14 +269,50 @@ def plot_trajectories(col: dict, path: str) -> None:
     plt.close(fig)
 
 
-def mass_flow_section(col: dict) -> tuple[str, dict] | None:
-    """The mass-flow table (:mod:`rlvr_jax.testbed.massflow`, when present) of every method's final policy
-    against its base at T 1 (top-p 1.0); one row per method, the per-run results' numbers averaged."""
-    try:
-        from rlvr_jax.testbed import massflow
-    except ImportError:
-        return None
-    return massflow.study_section(col) if hasattr(massflow, "study_section") else None
+def _mean_tree(trees: list):
+    """Leaf-wise mean (nan-aware) of equally shaped dicts of numbers."""
+    first = trees[0]
+    if isinstance(first, dict):
+        return {k: _mean_tree([t[k] for t in trees]) for k in first if all(k in t for t in trees)}
+    vals = np.asarray([np.nan if v is None else v for v in trees], np.float64)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
+def mass_flow_section(col: dict, setting: str = "train") -> tuple[str, dict] | None:
+    """The mass-flow table (:func:`rlvr_jax.testbed.massflow.mass_flow`) of every method's final policy against
+    its own base at ``setting`` (default T 1, top-p 1.0: every answer has mass), one row per method: each
+    number the mean over the method's (base, seed) runs. None when a run's probabilities are missing."""
+    from rlvr_jax.testbed import massflow
+    from rlvr_jax.testbed.exact import load_candidates
+
+    cands, base_p = {}, {}
+    for b, rec in col["bases"].items():
+        root = rec.get("_root")
+        if root is None or not os.path.exists(os.path.join(root, "exact", "base_probs.npz")):
+            return None
+        warm = os.path.dirname(rec["checkpoint"])
+        cands[b] = load_candidates(warm, rec["final"]["eval"]["num_puzzles"])[1]
+        base_p[b] = _load_probs(os.path.join(root, "exact", "base_probs.npz"))[0][setting]
+    results, per_run = {}, {}
+    for algo, rs in col["runs"].items():
+        outs = []
+        for b, seed, rec in rs:
+            path = os.path.join(rec["_dir"], f"{algo}_probs.npz")
+            if not os.path.exists(path):
+                return None
+            probs = _load_probs(path)
+            r = massflow.mass_flow(base_p[b], probs[max(probs)][setting], cands[b])
+            r.pop("per_puzzle", None)
+            r.pop("by_bin", None)
+            outs.append(r)
+            per_run[f"{algo}/base{b}/seed{seed}"] = r
+        results[LABELS.get(algo, algo)] = _mean_tree(outs)
+    return massflow.mass_flow_table(results), {"mean": results, "runs": per_run}
+
+
+def _load_probs(path: str):
+    from rlvr_jax.testbed.exact_runs import load_probs
+    return load_probs(path)
 
 
 def write(out_dir: str, timings: dict | None = None) -> dict:
@@ -299,9 +337,10 @@ def write(out_dir: str, timings: dict | None = None) -> dict:
     if "per_base" in tab:
         lines += ["## Per base (mean over its seeds), T 0.6, top-p 0.95", "", tab["per_base"]]
     lines += ["## Change over each run's own base (points), T 0.6, top-p 0.95", "", tab["frontier"]]
-    mf = mass_flow_section(col)
+    mf = mass_flow_section(col) if col["runs"] else None
     if mf is not None:
-        lines += ["## Mass flow (final policy against its base, T 1, top-p 1.0)", "", mf[0]]
+        lines += ["## Mass flow (final policy against its own base, T 1, top-p 1.0; mean over runs; "
+                  "rlvr_jax.testbed.massflow)", "", mf[0]]
     if timings:
         lines += ["## Timing (s)", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()]
     with open(os.path.join(rep, "exact.md"), "w") as f:
