@@ -226,6 +226,22 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         "tests/test_testbed.py::test_quick_demo_writes_a_finite_report"),  # the demo's first stage
     "python -m rlvr_jax.train --config=configs/testbed.py:nsr": Covered(
         "tests/test_testbed.py::test_quick_demo_writes_a_finite_report"),  # its RL stage, after the warm start
+    "python -m rlvr_jax.demo --config=configs/demo.py:bases --out runs/bases": NotInCI(
+        "bases as seeds: 3 warm starts x 9 methods with exact evaluation (about 45 min on 2 loaded cores, "
+        "docs/testbed.md); its pipeline at quick sizes is the --quick demo in tests/test_testbed.py, the bases "
+        "bookkeeping tests/test_testbed_exact_report.py"),
+    "python -m rlvr_jax.demo --config=configs/demo.py:demo --warm_dir runs/bases/base0/warmstart --out runs/lr5e-5 "
+    "--config.algorithms=('psr','nsr','w_reinforce') --config.lr=5e-5 --config.total_steps=80 "
+    "--config.sampled_eval=False": NotInCI("a step-size run (3 x 80 RL steps, about 15 min on 2 loaded cores); "
+                                           "the same pipeline as the --quick demo in tests/test_testbed.py"),
+    "python -m rlvr_jax.demo --config=configs/demo.py:demo --warm_dir runs/bases/base0/warmstart --out runs/lr8e-4 "
+    "--config.algorithms=('psr','nsr','w_reinforce') --config.lr=8e-4 --config.total_steps=10 --config.traj_every=2 "
+    "--config.sampled_eval=False": NotInCI("a step-size run (3 x 10 RL steps, about 8 min on 2 loaded cores); "
+                                           "the same pipeline as the --quick demo in tests/test_testbed.py"),
+    "python -m rlvr_jax.testbed.exact_report --out runs/bases": Covered(
+        "tests/test_testbed_exact_report.py::test_study_aggregates_over_bases_and_seeds_against_each_runs_own_base"),
+    "python -m rlvr_jax.testbed.exact_report --stepsize 5e-5=runs/lr5e-5 2e-4=runs/bases/base0 8e-4=runs/lr8e-4 "
+    "--out runs/stepsize": Covered("tests/test_testbed_exact_report.py::test_stepsize_compares_at_the_kl_every_lr_reaches"),
     # ---- docs/testbed_massflow.md
     "python -m rlvr_jax.testbed.massflow WARM_DIR RUN_DIR... --out DIR": Covered(
         "tests/test_testbed_massflow.py::test_cli_on_a_tiny_real_model_matches_the_direct_computation"),

@@ -229,6 +229,41 @@ def test_quick_demo_writes_a_finite_report(tmp_path):
     again = rebuild_report(ExperimentConfig.quick(out_dir=str(out), warm_dir=str(out / "warmstart")))
     assert json.loads(json.dumps(again["heldout"])) == s["heldout"]
     assert json.loads(json.dumps(again["properties"])) == s["properties"]
+    check_exact_outputs(out, s)
+
+
+def check_exact_outputs(out, s):
+    """The quick demo's exact evaluation (rlvr_jax.testbed.exact_runs): the base and every checkpoint of every
+    run (steps 0, 4, 8), against the sampling evaluator of the same policies and the exported final policy."""
+    from rlvr_jax.testbed import exact as E
+
+    for f in ("exact.md", "exact_pass_at_k.png", "trajectories.png", "exact_frontier.png", "exact_summary.json"):
+        assert (out / "report" / f).stat().st_size > 0, f
+    assert "## Mass flow" in (out / "report" / "exact.md").read_text()
+    recs = {"base": json.loads((out / "exact" / "base.json").read_text())}
+    for algo in ("psr", "nsr", "w_reinforce", "grpo", "grpo_n"):
+        recs[algo] = json.loads((out / "seed0" / "exact" / f"{algo}.json").read_text())
+        assert recs[algo]["steps"] == [0, 4, 8], algo
+        traj = recs[algo]["trajectory"]
+        assert traj[0]["train"]["kl_base_policy"] == 0.0 and traj[-1]["train"]["kl_base_policy"] > 0.0, algo
+        assert traj[-1]["eval"]["pass@1"] == recs[algo]["final"]["eval"]["pass_at_k"][0]
+    for name, rec in recs.items():
+        m = rec["final"]["eval"]
+        pk = m["pass_at_k"]
+        assert len(pk) == 1024 and all(a <= b + 1e-12 for a, b in zip(pk, pk[1:])), name
+        # the sampler's pass@1 (24 puzzles x 64 samples, T 0.6, top-p 0.95) is within 4 binomial sigmas of the
+        # exact value, which is a lower bound by at most the mass outside the candidates
+        sampled, sigma = s["heldout"][name]["pass@1"][0], 0.5 / math.sqrt(24 * 64)
+        assert pk[0] - 4 * sigma <= sampled <= pk[0] + m["remaining_mass"] + 4 * sigma, (name, pk[0], sampled)
+        assert m["answer_entropy"] > 0 and 0.0 <= m["remaining_mass"] <= 1.0, name
+    # the last orbax checkpoint (what the trajectory loads) is the exported final policy
+    from rlvr_jax.data import stop_token_ids
+    from rlvr_jax.models import load_hf
+
+    tok, cands = E.load_candidates(str(out / "warmstart"), 24)
+    model, _ = load_hf(str(out / "seed0" / "nsr" / "final_hf"), dtype="float32")
+    metrics, _ = E.evaluate_exact(model, cands, stop_token_ids(tok), pad_id=tok.pad_token_id)
+    assert metrics["train"]["pass_at_k"] == pytest.approx(recs["nsr"]["final"]["train"]["pass_at_k"], abs=1e-9)
 
 
 def test_report_per_seed_table_shows_a_zero_greedy_accuracy_as_zero():

@@ -10,7 +10,9 @@ a bad value, before any compute. Modes (``configs/demo.py:<mode>``):
 * ``""`` / ``"demo"``: ``make demo``, one seed;
 * ``"quick"``: the CI mode (shorter warm start, RL and evaluation);
 * ``"study"``: the 3-seed study (seeds 0, 1, 2);
-* ``"sweep"``: the prior-strength sweep (``sweep.warmstart_steps`` bases, one seed each).
+* ``"sweep"``: the prior-strength sweep (``sweep.warmstart_steps`` bases, one seed each);
+* ``"bases"``: bases as seeds: three warm starts (seeds 0, 1, 2, one puzzle split), RL seed 0 on each, the
+  paper's methods and the remedies, exact evaluation only (pass@k to 1024 and trajectories).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import ml_collections
 
 from rlvr_jax.config.validate import ConfigError
 
-MODES = ("", "demo", "quick", "study", "sweep")
+MODES = ("", "demo", "quick", "study", "sweep", "bases")
+BASES_ALGORITHMS = ("psr", "nsr", "w_reinforce", "grpo", "nsr_warmup", "grpo_unlikely", "grpo_gated", "nsr_gated",
+                    "simko")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +60,8 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
     exp = ExperimentConfig.quick() if mode == "quick" else ExperimentConfig()
     if mode == "study":
         exp = dataclasses.replace(exp, seeds=(0, 1, 2))
+    if mode == "bases":
+        exp = dataclasses.replace(exp, bases=(0, 1, 2), seeds=(0,), algorithms=BASES_ALGORITHMS, sampled_eval=False)
     d = _to_dict(exp)
     sweep = SweepConfig(warmstart_steps=(40, 80, 120), seed=0) if mode == "quick" else SweepConfig()
     d["sweep"] = _to_dict(sweep)

@@ -13,6 +13,16 @@ Pipeline (``run_experiment``):
 
 Several seeds (``seeds=(0, 1, 2)``) repeat steps 2-3 with ``train.seed`` and the evaluation seed changed
 (same base model) and the report gives mean and standard deviation over seeds, and every seed.
+
+Exact evaluation (``exact_eval``, :mod:`rlvr_jax.testbed.exact_runs`): the base and every run's checkpoints
+(every ``traj_every`` steps and the last) get every candidate answer's probability by teacher forcing, so
+pass@k to k = 1024, answer entropy and KL(base || policy) are known without sampling noise, along training
+too; ``sampled_eval`` keeps (or skips) the sampling evaluator of step 3.
+
+Bases as seeds (``bases=(0, 1, 2)``): each base seed b draws its own warm start (``warmstart.seed = b``, the
+puzzle split kept: ``warmstart.split_seed``) into ``<out>/base<b>/warmstart`` and the whole pipeline runs on it
+under ``<out>/base<b>`` (its RL seeds inside); ``<out>/report`` then aggregates the exact results over every
+(base, seed) run (:mod:`rlvr_jax.testbed.exact_report`).
 """
 from __future__ import annotations
 
@@ -48,6 +58,10 @@ class ExperimentConfig:
     eval_temperature: float = 0.6
     eval_top_p: float = 0.95
     eval_every: int = 10
+    bases: tuple[int, ...] = ()      # warm-start seeds, one base each under <out>/base<b>; () = the one in warm_dir
+    sampled_eval: bool = True        # the sampling evaluator (n = eval_n) on the base and every trained policy
+    exact_eval: bool = True          # exact answer probabilities of the base and every checkpoint (exact_runs)
+    traj_every: int = 10             # RL steps between checkpoints evaluated exactly (the trajectory); 0: last only
     warmstart: ws.WarmStartConfig = ws.WarmStartConfig()
 
     def __post_init__(self):
@@ -62,6 +76,12 @@ class ExperimentConfig:
         if self.eval_n < 1 or self.eval_problems < 1 or self.total_steps < 1:
             raise ValueError(f"ExperimentConfig.eval_n, eval_problems, total_steps must be >= 1, got "
                              f"{self.eval_n}, {self.eval_problems}, {self.total_steps}")
+        if self.traj_every < 0:
+            raise ValueError(f"ExperimentConfig.traj_every must be >= 0, got {self.traj_every}")
+        if len(set(self.bases)) != len(self.bases) or any(int(b) < 0 for b in self.bases):
+            raise ValueError(f"ExperimentConfig.bases must be distinct seeds >= 0, got {self.bases}")
+        if not (self.sampled_eval or self.exact_eval):
+            raise ValueError("ExperimentConfig.sampled_eval and exact_eval are both off: nothing would be evaluated")
         if (self.prompt_batch_size * self.rollout_n) % self.num_mini_batches:
             raise ValueError(f"ExperimentConfig.num_mini_batches {self.num_mini_batches} must divide "
                              f"prompt_batch_size x rollout_n = {self.prompt_batch_size * self.rollout_n}")
@@ -69,7 +89,7 @@ class ExperimentConfig:
     @classmethod
     def quick(cls, **kw) -> "ExperimentConfig":
         """The CI mode: fewer steps, a smaller evaluation (still n=64, k up to 64)."""
-        base = dict(total_steps=8, eval_problems=24, eval_every=4,
+        base = dict(total_steps=8, eval_problems=24, eval_every=4, traj_every=4,
                     warmstart=dataclasses.replace(ws.WarmStartConfig(), steps=150))
         base.update(kw)
         return cls(**base)
@@ -102,8 +122,12 @@ def rl_config(algo: str, warm_dir: str, out_dir: str, exp: ExperimentConfig = Ex
     c.train.micro_batch_size = exp.prompt_batch_size * exp.rollout_n // exp.num_mini_batches
     c.train.length_bucket = 16
     c.optim.lr = exp.lr
-    c.checkpoint.every = 10 ** 6      # one checkpoint, at the end
-    c.checkpoint.keep = 1
+    if exp.exact_eval and exp.traj_every > 0:   # the trajectory's checkpoints (and always the last)
+        c.checkpoint.every = exp.traj_every
+        c.checkpoint.keep = exp.total_steps // exp.traj_every + 2
+    else:
+        c.checkpoint.every = 10 ** 6  # one checkpoint, at the end
+        c.checkpoint.keep = 1
     c.checkpoint.resume = False
     c.logging.out_dir = out_dir
     c.logging.tensorboard = False
@@ -158,33 +182,59 @@ def ensure_warm_start(cfg: ExperimentConfig, verbose: bool = True) -> dict:
     return ws.warm_start(cfg.warm_dir, cfg.warmstart, verbose=verbose)
 
 
+def base_config(cfg: ExperimentConfig, base: int) -> ExperimentConfig:
+    """The one-base experiment of base seed ``base`` in a ``bases`` study: warm start seed ``base`` (the puzzle
+    split of ``warmstart.split_seed``, or of ``warmstart.seed`` when that is -1) in ``<out>/base<b>/warmstart``,
+    runs under ``<out>/base<b>``."""
+    w = cfg.warmstart
+    split = w.split_seed if w.split_seed >= 0 else w.seed
+    out = os.path.join(cfg.out_dir, f"base{base}")
+    return dataclasses.replace(cfg, bases=(), out_dir=out, warm_dir=os.path.join(out, "warmstart"),
+                               warmstart=dataclasses.replace(w, seed=int(base), split_seed=int(split)))
+
+
 def run_seed(cfg: ExperimentConfig, seed: int, tokenizer, heldout, pool, evals: dict, runs: dict, timings: dict,
-             verbose: bool = True) -> None:
-    """Steps 2-3 of the pipeline for one seed; appends to ``evals[policy]`` / ``runs[algo]`` / ``timings``."""
+             verbose: bool = True, exact: dict | None = None) -> None:
+    """Steps 2-3 of the pipeline for one seed; appends to ``evals[policy]`` / ``runs[algo]`` / ``timings``.
+    ``exact``: ``{"cands", "base_rec", "base_probs"}`` of the base (exact evaluation of every run), or None."""
+    from rlvr_jax.testbed import exact_runs
     from rlvr_jax.train import run
 
     sdir = os.path.join(cfg.out_dir, f"seed{seed}")
     base = os.path.join(cfg.warm_dir, ws.BASE_DIR)
     kmax = str(cfg.eval_n)
-    t = time.perf_counter()
-    evals.setdefault("base", []).append(evaluate_checkpoint(base, tokenizer, heldout, cfg,
-                                                            os.path.join(sdir, "eval", "base"), seed, pool))
-    timings[f"seed{seed}/eval_base"] = time.perf_counter() - t
-    e = evals["base"][-1]
-    _log(verbose, f"seed {seed} base: pass@1 {e['pass_at_k']['1']:.3f} pass@{kmax} {e['pass_at_k'][kmax]:.3f}")
+    if cfg.sampled_eval:
+        t = time.perf_counter()
+        evals.setdefault("base", []).append(evaluate_checkpoint(base, tokenizer, heldout, cfg,
+                                                                os.path.join(sdir, "eval", "base"), seed, pool))
+        timings[f"seed{seed}/eval_base"] = time.perf_counter() - t
+        e = evals["base"][-1]
+        _log(verbose, f"seed {seed} base: pass@1 {e['pass_at_k']['1']:.3f} pass@{kmax} {e['pass_at_k'][kmax]:.3f}")
     for algo in cfg.algorithms:
         rdir = os.path.join(sdir, algo)
         t = time.perf_counter()
         res = run(rl_config(algo, cfg.warm_dir, rdir, cfg, seed=seed), tokenizer=tokenizer)
         timings[f"seed{seed}/train_{algo}"] = time.perf_counter() - t
         runs.setdefault(algo, []).append(R.read_metrics(os.path.join(rdir, "metrics.jsonl")))
-        t = time.perf_counter()
-        evals.setdefault(algo, []).append(evaluate_checkpoint(
-            res.final_export, tokenizer, heldout, cfg, os.path.join(sdir, "eval", algo), seed, pool))
-        timings[f"seed{seed}/eval_{algo}"] = time.perf_counter() - t
-        e = evals[algo][-1]
-        _log(verbose, f"seed {seed} {algo}: pass@1 {e['pass_at_k']['1']:.3f} pass@{kmax} {e['pass_at_k'][kmax]:.3f} "
-                      f"token entropy {e['token_entropy']:.3f} (train {timings[f'seed{seed}/train_{algo}']:.0f}s)")
+        msg = f"seed {seed} {algo}: (train {timings[f'seed{seed}/train_{algo}']:.0f}s)"
+        if cfg.sampled_eval:
+            t = time.perf_counter()
+            evals.setdefault(algo, []).append(evaluate_checkpoint(
+                res.final_export, tokenizer, heldout, cfg, os.path.join(sdir, "eval", algo), seed, pool))
+            timings[f"seed{seed}/eval_{algo}"] = time.perf_counter() - t
+            e = evals[algo][-1]
+            msg += (f" sampled pass@1 {e['pass_at_k']['1']:.3f} pass@{kmax} {e['pass_at_k'][kmax]:.3f} "
+                    f"token entropy {e['token_entropy']:.3f}")
+        if exact is not None:
+            t = time.perf_counter()
+            rec = exact_runs.evaluate_run(rdir, algo, exact["cands"], tokenizer, exact["base_rec"],
+                                          exact["base_probs"], sdir)
+            timings[f"seed{seed}/exact_{algo}"] = time.perf_counter() - t
+            last = rec["trajectory"][-1]
+            msg += (f" exact pass@1 {last['eval']['pass@1']:.3f} pass@1024 {last['eval']['pass@1024']:.3f} "
+                    f"KL {last['train']['kl_base_policy']:.3f} ({len(rec['steps']) - 1} checkpoints, "
+                    f"{timings[f'seed{seed}/exact_{algo}']:.0f}s)")
+        _log(verbose, msg)
 
 
 def policy_properties(cfg: ExperimentConfig, heldout, policies, runs: dict) -> dict:
@@ -235,12 +285,37 @@ def rebuild_report(cfg: ExperimentConfig) -> dict:
 
 
 def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
-    """Runs the whole pipeline (module docstring) and returns the summary dict."""
+    """Runs the whole pipeline (module docstring) and returns the summary dict (the sampled report's when
+    ``sampled_eval``, else the exact report's). With ``bases``, one pipeline per base (:func:`base_config`) and
+    the exact report over all of them in ``<out>/report``."""
+    from rlvr_jax.testbed import exact_report
+
+    if cfg.bases:
+        t0 = time.perf_counter()
+        timings = {}
+        for b in cfg.bases:
+            sub = base_config(cfg, b)
+            _log(verbose, f"base {b} -> {sub.out_dir}")
+            run_one_base(sub, verbose)
+            with open(os.path.join(sub.out_dir, "timings.json")) as f:
+                timings.update({f"base{b}/{k}": v for k, v in json.load(f).items()})
+        timings["total"] = time.perf_counter() - t0
+        summary = exact_report.write(cfg.out_dir, timings=timings) if cfg.exact_eval else {"timings_s": timings}
+        _log(verbose, f"report: {os.path.abspath(os.path.join(cfg.out_dir, 'report'))} ({timings['total']:.0f}s)")
+        return summary
+    return run_one_base(cfg, verbose)
+
+
+def run_one_base(cfg: ExperimentConfig, verbose: bool = True) -> dict:
+    """The pipeline on one base (``cfg.warm_dir``): warm start, RL runs of every seed, their evaluations and
+    ``<out>/report``; the timings also in ``<out>/timings.json``."""
     from transformers import AutoTokenizer
 
     from rlvr_jax.data import load_file
     from rlvr_jax.evaluation.config import default_ks
     from rlvr_jax.rewards import GraderPool
+    from rlvr_jax.testbed import exact_report, exact_runs
+    from rlvr_jax.testbed.exact import load_candidates
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -248,14 +323,34 @@ def run_experiment(cfg: ExperimentConfig, verbose: bool = True) -> dict:
     timings["warm_start"] = time.perf_counter() - t0
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(cfg.warm_dir, ws.BASE_DIR))
     heldout = load_file(os.path.join(cfg.warm_dir, ws.DATA_DIR, "heldout.jsonl"), "heldout")
+    exact = None
+    if cfg.exact_eval:
+        t = time.perf_counter()
+        _, cands = load_candidates(cfg.warm_dir, cfg.eval_problems)
+        base_rec, base_probs = exact_runs.evaluate_base(os.path.join(cfg.warm_dir, ws.BASE_DIR), cands, tokenizer,
+                                                        cfg.out_dir)
+        exact = {"cands": cands, "base_rec": base_rec, "base_probs": base_probs}
+        timings["exact_base"] = time.perf_counter() - t
+        b = base_rec["final"]
+        _log(verbose, f"base exact: pass@1 {b['eval']['pass_at_k'][0]:.3f} pass@1024 {b['eval']['pass_at_k'][-1]:.3f}"
+                      f" (top-p 1.0: {b['eval_no_top_p']['pass_at_k'][-1]:.3f}), {cands.num_puzzles} puzzles, "
+                      f"{len(cands.texts)} candidates")
     evals: dict[str, list[dict]] = {}
     runs: dict[str, list[list[dict]]] = {}
     with GraderPool(0) as pool:
         for seed in cfg.seeds:
-            run_seed(cfg, seed, tokenizer, heldout, pool, evals, runs, timings, verbose)
+            run_seed(cfg, seed, tokenizer, heldout, pool, evals, runs, timings, verbose, exact)
     report = os.path.join(cfg.out_dir, "report")
-    props = policy_properties(cfg, heldout, evals, runs)
     timings["total"] = time.perf_counter() - t0
-    summary = R.write_report(report, evals, runs, default_ks(cfg.eval_n), cfg, timings, warm_stats, props)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    with open(os.path.join(cfg.out_dir, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=1)
+    summary = None
+    if cfg.sampled_eval:
+        props = policy_properties(cfg, heldout, evals, runs)
+        summary = R.write_report(report, evals, runs, default_ks(cfg.eval_n), cfg, timings, warm_stats, props)
+    if cfg.exact_eval:
+        ex = exact_report.write(cfg.out_dir, timings=timings)
+        summary = summary if summary is not None else ex
     _log(verbose, f"report: {os.path.abspath(report)} ({timings['total']:.0f}s)")
     return summary

@@ -60,14 +60,15 @@ def _fmt(ms, signed=True, digits=1) -> str:
     return f"{m:+.{digits}f} ± {s:.{digits}f}" if signed else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def table(d: dict) -> str:
-    """The markdown table of :func:`deltas` (base first, then the methods in the summary's order)."""
+def table(d: dict, entropy_label: str = "token entropy") -> str:
+    """The markdown table of :func:`deltas` (base first, then the methods in the summary's order); the last
+    column is ``row["token_entropy"]`` under ``entropy_label`` (the exact report puts the answer entropy there)."""
     K = d["K"]
     rare = any("rare_d1" in r for n, r in d.items() if n != "K")
     head = ["method", "pass@1 (%)", f"pass@{K} (%)", "Δ pass@1", f"Δ pass@{K}"]
     if rare:
         head += ["rare-only pass@1", f"rare-only pass@{K}", "rare-only Δ pass@1", f"rare-only Δ pass@{K}"]
-    head.append("token entropy")
+    head.append(entropy_label)
     rows = []
     for name, r in d.items():
         if name == "K":

@@ -41,7 +41,9 @@ SPLITS = ("heldout", "rl", "warmstart")
 
 @dataclasses.dataclass(frozen=True)
 class WarmStartConfig:
-    seed: int = 0
+    seed: int = 0                    # model initialisation and corpus draws
+    split_seed: int = -1             # the puzzle split (held-out / RL / warm-start sets); -1: ``seed``. Bases drawn
+    #                                  as seeds (ExperimentConfig.bases) keep one split and vary ``seed`` only
     # model: a real Qwen3 block (q/k norm, GQA, RoPE), tiny shapes
     hidden_size: int = 64
     intermediate_size: int = 192
@@ -99,7 +101,8 @@ def model_config(cfg: WarmStartConfig, tokenizer):
 
 
 def puzzle_splits(cfg: WarmStartConfig) -> dict[str, list[T.Puzzle]]:
-    return T.split_problems({"heldout": cfg.heldout_size, "rl": cfg.rl_size, "warmstart": -1}, seed=cfg.seed)
+    seed = cfg.seed if cfg.split_seed < 0 else cfg.split_seed
+    return T.split_problems({"heldout": cfg.heldout_size, "rl": cfg.rl_size, "warmstart": -1}, seed=seed)
 
 
 def sft_targets(puzzles, cfg: WarmStartConfig, rng: random.Random) -> list[tuple[list[str], list[str]]]:
