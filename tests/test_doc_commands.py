@@ -154,6 +154,10 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
     "python -m rlvr_jax.bench --preset qwen3-1.7b --what learner,sampler,export --attention_impl cudnn --peer":
         NotInCI(GPU),
     "python -m rlvr_jax.bench": Covered("tests/test_bench.py::test_bench_cli_tiny_preset"),
+    "python -m rlvr_jax.bench --size cpu --what learner,sampler": Covered(
+        "tests/test_bench.py::test_bench_cli_tiny_preset"),  # --size cpu there, with smaller shapes given
+    # ---- docs/contributing.md
+    "python -m pytest tests/test_objectives.py tests/test_closed_form.py -q": Covered("tests/test_objectives.py"),
     "python -m rlvr_jax.evaluate": Covered("tests/test_cli.py::test_console_script_resolves_parses_and_prints_help"),
     "python -m rlvr_jax.demo": Covered("tests/test_cli.py::test_console_script_resolves_parses_and_prints_help"),
     # ---- BUILD.md
