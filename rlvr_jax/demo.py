@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -70,15 +70,20 @@ def resolve(config, quick: bool, seeds: str | None, out: str, warm_dir: str | No
     return dataclasses.replace(exp, **kw), sweep
 
 
-def main(argv) -> None:
+def main(argv):
+    """The CLI's job (the toy bandit, the prior sweep or one experiment); returns the closing summary."""
     del argv
+    from rlvr_jax.cli import Summary
+    from rlvr_jax.cli.outputs import demo_summary
     if FLAGS.toy:
         from rlvr_jax import toy
 
         toy.main(["toy", "--demo", "--out", os.path.join(FLAGS.out, "toy_sampled")])
         toy.main(["toy", "--demo", "--expected", "--out", os.path.join(FLAGS.out, "toy_expected")])
-        print(f"demo report: {os.path.abspath(FLAGS.out)}")
-        return
+        s = Summary(f"toy demo done in {FLAGS.out}")
+        for d in ("toy_sampled", "toy_expected"):
+            s.add(f"{d} plot", os.path.join(FLAGS.out, d, "comparison.png"))
+        return s
     exp, sweep = resolve(FLAGS.config, FLAGS.quick, FLAGS.seeds, FLAGS.out, FLAGS.warm_dir)
     if FLAGS.compile_cache:
         enable_compilation_cache(os.path.join(FLAGS.out, ".jax_cache"))
@@ -86,21 +91,25 @@ def main(argv) -> None:
         from rlvr_jax.testbed.sweep import run_sweep
 
         run_sweep(exp, sweep)
-        print(f"demo sweep report: {os.path.abspath(os.path.join(FLAGS.out, 'sweep', 'report'))}")
-        return
+        return demo_summary(FLAGS.out, os.path.join(FLAGS.out, "sweep", "report"), "demo sweep done")
     from rlvr_jax.testbed.experiment import run_experiment
 
     run_experiment(exp)
-    print(f"demo report: {os.path.abspath(os.path.join(FLAGS.out, 'report'))}")
+    return demo_summary(FLAGS.out, os.path.join(FLAGS.out, "report"), "demo done", exp.warm_dir)
 
 
 def cli() -> None:
-    """Console-script entry point (``rlvr-demo``): defines the flags and runs :func:`main` under absl."""
+    """Console-script entry point (``rlvr-demo``): defines the flags and runs :func:`main` through
+    :func:`rlvr_jax.cli.run_cli` (quiet logs, ``<out>/log.txt``, the summary, ``--help`` with the fields)."""
+    from rlvr_jax.cli import HelpConfig, run_cli
     from rlvr_jax.config.overrides import exit_on_unknown_overrides
+    from rlvr_jax.testbed.config import get_config
 
     exit_on_unknown_overrides()
     define_flags()
-    app.run(main)
+    run_cli(main, usage=__doc__, log_path=lambda: os.path.join(FLAGS.out, "log.txt"),
+            help_config=HelpConfig(lambda: get_config("demo"), comments_from=(get_config,),
+                                   label="configs/demo.py:demo"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """CPU smoke test of `python -m rlvr_jax.bench` on a tiny preset, plus the FLOP accounting."""
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -32,7 +33,7 @@ def test_bench_cli_tiny_preset(tmp_path):
            "--batch", "8", "--seq_len", "48", "--prompt_len", "16", "--steps", "2", "--warmup", "1",
            "--sampler_batch", "4", "--sampler_prompt_len", "16", "--new_tokens", "16", "--sampler_repeats", "1",
            "--mu_dtype", "bfloat16", "--decode_attention_impl", "pallas", "--profile", str(tmp_path / "prof"),
-           "--out", str(out)]
+           "--out", str(out), "--size", "cpu"]  # --size cpu: the flags given win (only decode_steps is not given)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -45,6 +46,13 @@ def test_bench_cli_tiny_preset(tmp_path):
     traces = {p.relative_to(tmp_path / "prof").parts[0] for p in (tmp_path / "prof").rglob("*.xplane.pb")}
     assert traces == {"learner", "sampler"}, traces
     assert "| learner tokens/s | 8x48 |" in proc.stdout
+    # a line before and after each phase, the closing summary; the raw results in the log file beside --out
+    assert "[bench] --size cpu: decode_steps=64" in proc.stdout
+    for phase in ("learner", "census", "sampler", "export"):
+        assert re.search(rf"^\[bench\] {phase}: .* \.\.\.$", proc.stdout, re.M), phase
+        assert re.search(rf"^\[bench\] {phase}: .* \(\d+\.\d s\)$", proc.stdout, re.M), phase
+    assert "== bench done: preset tiny-qwen3 on cpu" in proc.stdout and str(out) in proc.stdout.split("== bench")[1]
+    assert '{"learner": {' in (tmp_path / "bench.log.txt").read_text()
     assert markdown(r) == r["table"]
 
 

@@ -37,6 +37,7 @@ class Run:
     env: tuple[tuple[str, str], ...] = ()
     expect: tuple[str, ...] = ()                    # paths under {tmp} that must exist afterwards
     check: Callable[[pathlib.Path], None] | None = None  # more assertions on what it wrote under {tmp}
+    check_output: Callable[[subprocess.CompletedProcess, pathlib.Path], None] | None = None  # ... on what it printed
     timeout: int = 300
 
 
@@ -83,6 +84,28 @@ def check_main_job_on_cpu(tmp: pathlib.Path) -> None:
     assert [r["step"] for r in rows] == [1] and math.isfinite(rows[0]["actor/pg_loss"])
 
 
+def terminal_lines(text: str) -> list[str]:
+    """The non-empty lines a terminal keeps of ``text`` (a progress bar redrawn with ``\\r`` is its last state)."""
+    return [shown for line in text.split("\n") if (shown := line.rsplit("\r", 1)[-1].strip())]
+
+
+def check_tiny_run_is_quiet(res: subprocess.CompletedProcess, tmp: pathlib.Path) -> None:
+    """The README's tiny command (issue 28): at most 15 terminal lines (103 before, 99 of them orbax / absl INFO),
+    no library INFO record, ending with the closing summary that names the outputs; log.txt holds the detail."""
+    lines = terminal_lines(res.stdout + res.stderr)
+    assert len(lines) <= 15, "\n".join(lines)
+    assert not [ln for ln in lines if "orbax" in ln or ln[:1] in "IW" and ln[1:5].isdigit()], "\n".join(lines)
+    assert lines[0].startswith("[train] w_reinforce on math_train: 1 steps, jax rollouts -> "), lines[0]
+    out = res.stdout.splitlines()
+    start = next(i for i, ln in enumerate(out) if ln.startswith("== train done: step 1/1 of w_reinforce in "))
+    summary = out[start:]
+    for label, rel in (("metrics", "run/metrics.jsonl"), ("model", "run/final_hf"), ("log", "run/log.txt")):
+        assert any(ln.split()[:2] == [label, str(tmp / rel)] for ln in summary), (label, summary)
+    assert summary[-1].startswith("  step 1: reward "), summary
+    log = (tmp / "run" / "log.txt").read_text()
+    assert "orbax" in log and "[train] w_reinforce on math_train" in log and "== train done" in log
+
+
 GPU = "GPU only (cuDNN attention / Pallas GPU kernels / a multi-GB model); its CPU path is tests/test_bench.py"
 REAL_CKPT = "needs a real checkpoint (/ckpt/...) and the full benchmark data; the same CLI runs in the Run entries"
 
@@ -103,7 +126,7 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         append="--config.logging.out_dir={tmp}/run --config.train.total_steps=1 --config.train.prompt_batch_size=2 "
                "--config.train.mini_batch_size=2 --config.rollout.n=2 --config.rollout.max_new_tokens=4 "
                "--config.data.max_prompt_len=512 --config.logging.eval_every=0 --config.logging.progress=False",
-        expect=("run/metrics.jsonl", "run/final_hf/config.json")),
+        expect=("run/metrics.jsonl", "run/final_hf/config.json"), check_output=check_tiny_run_is_quiet),
     # the main job on CPU (bf16 paper config, tiny preset): one device, as a newcomer runs it (issue 27)
     "python -m rlvr_jax.train --config=configs/nsr_qwen3.py --config.model.hf_path= --config.model.preset=tiny-qwen3 "
     "--config.model.tokenizer_path=builtin:bytes --config.rollout.max_new_tokens=64 "
@@ -131,6 +154,10 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
     "python -m rlvr_jax.bench --preset qwen3-1.7b --what learner,sampler,export --attention_impl cudnn --peer":
         NotInCI(GPU),
     "python -m rlvr_jax.bench": Covered("tests/test_bench.py::test_bench_cli_tiny_preset"),
+    "python -m rlvr_jax.bench --size cpu --what learner,sampler": Covered(
+        "tests/test_bench.py::test_bench_cli_tiny_preset"),  # --size cpu there, with smaller shapes given
+    # ---- docs/contributing.md
+    "python -m pytest tests/test_objectives.py tests/test_closed_form.py -q": Covered("tests/test_objectives.py"),
     "python -m rlvr_jax.evaluate": Covered("tests/test_cli.py::test_console_script_resolves_parses_and_prints_help"),
     "python -m rlvr_jax.demo": Covered("tests/test_cli.py::test_console_script_resolves_parses_and_prints_help"),
     # ---- BUILD.md
@@ -350,3 +377,5 @@ def test_doc_command_runs_on_tiny_settings(command, tmp_path, request, shared_da
         assert (pathlib.Path(tmp_path) / rel).exists(), f"{command}: {rel} was not written\n{res.stdout[-2000:]}"
     if entry.check is not None:
         entry.check(pathlib.Path(tmp_path))
+    if entry.check_output is not None:
+        entry.check_output(res, pathlib.Path(tmp_path))

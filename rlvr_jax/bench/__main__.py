@@ -1,15 +1,21 @@
 """``python -m rlvr_jax.bench``: learner MFU, sampler throughput and export speed, optionally against the
 transformers + torch peer (``--peer``) at the same shapes; vLLM weight sync per transport (``--what sync``) and
-throughput over 1 and 2 vLLM replicas (``--what replicas``, both in vllm_bench.py). Prints Markdown tables and
-writes JSON."""
+throughput over 1 and 2 vLLM replicas (``--what replicas``, both in vllm_bench.py). Prints a line before and after
+each phase, Markdown tables and a closing summary, and writes JSON (``--out``; the log beside it, ``<out>.log.txt``).
+
+The shape flags' defaults are GPU sizes; ``--size cpu`` gives those not set on the command line CPU sizes
+(rlvr_jax/bench/progress.py: the tiny-qwen3 preset, 8x128 learner batches, 8x(32+64) sampler rows)."""
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import sys
 
 from absl import app, flags
+
+from rlvr_jax.bench.progress import Phase, apply_size, gpu_sized_on_cpu_hint
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "qwen3-1.7b", "model preset (rlvr_jax.models.preset_names())")
@@ -51,6 +57,8 @@ flags.DEFINE_string("sync_root", None, "sync: directory of the filesystem transp
 flags.DEFINE_integer("replicas_requests", 64, "replicas: long-tailed requests")
 flags.DEFINE_integer("replicas_new_tokens", 128, "replicas: most new tokens per request")
 flags.DEFINE_integer("peer_sampler_batch", None, "peer sampler rows (default: --sampler_batch)")
+flags.DEFINE_enum("size", "gpu", ["gpu", "cpu"], "gpu: the shape flags' defaults; cpu: CPU sizes for the shape "
+                  "flags not given (rlvr_jax/bench/progress.py CPU_SIZES)")
 
 
 def _fmt(x, spec=".3g"):
@@ -105,68 +113,99 @@ def main(argv):
     del argv
     import jax
     from rlvr_jax.bench import jax_bench, peer
+    from rlvr_jax.cli.outputs import bench_summary
 
     what = set(FLAGS.what)
     unknown = what - {"learner", "sampler", "export", "census", "sync", "replicas"}
     if unknown:
         raise app.UsageError(f"--what has unknown entries {sorted(unknown)}")
+    sized = apply_size(FLAGS, FLAGS.size)
+    if sized:
+        print(f"[bench] --size cpu: {', '.join(f'{k}={v}' for k, v in sized.items())}", flush=True)
     results = {"python": platform.python_version(), "preset": FLAGS.preset, "argv": sys.argv,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     if FLAGS.peer:
         # The peer runs first, in a spawned child process, before this process initialises a JAX backend:
         # each framework then has the whole device memory to itself.
+        ph = Phase("peer", f"transformers + torch at the same shapes ({FLAGS.preset}), in a child process")
         results.update(peer.run_isolated(FLAGS.preset, what, batch=FLAGS.batch, seq_len=FLAGS.seq_len,
                                          steps=FLAGS.steps, warmup=FLAGS.warmup,
                                          sampler_batch=FLAGS.peer_sampler_batch or FLAGS.sampler_batch,
                                          prompt_len=FLAGS.sampler_prompt_len, new_tokens=FLAGS.new_tokens))
+        ph.done({k: v for k, v in results.items() if k.startswith("peer")})
     results.update({"device": jax_bench.device_kind(), "jax": jax.__version__})
+    hint = gpu_sized_on_cpu_hint(FLAGS, jax.devices()[0].platform, FLAGS.size)
+    if hint:
+        print(hint, flush=True)
     if "learner" in what:
+        ph = Phase("learner", f"{FLAGS.preset} {FLAGS.batch}x{FLAGS.seq_len}, {FLAGS.warmup} warm-up step(s) "
+                   f"(the first compiles) + {FLAGS.steps} timed")
         results["learner"] = jax_bench.bench_learner(
             FLAGS.preset, FLAGS.batch, FLAGS.seq_len, FLAGS.prompt_len, FLAGS.steps, FLAGS.warmup, FLAGS.remat,
             FLAGS.attention_impl, FLAGS.micro_batch_size, FLAGS.logprob_chunk_size, mu_dtype=FLAGS.mu_dtype,
             profile_dir=FLAGS.profile)
-        print(json.dumps({"learner": results["learner"]}), flush=True)
+        ph.done(results["learner"], f"{_fmt(results['learner']['tokens_per_s'])} tokens/s, "
+                f"step {_fmt(results['learner']['step_time_s'])} s")
     if "census" in what:
         from rlvr_jax.bench.census import learner_step_census
+        ph = Phase("census", f"matmuls of one {FLAGS.batch}x{FLAGS.seq_len} learner step, traced from shapes")
         results["census"] = learner_step_census(FLAGS.preset, FLAGS.batch, FLAGS.seq_len, FLAGS.prompt_len,
                                                 FLAGS.remat, FLAGS.logprob_chunk_size)
-        print(json.dumps({"census": results["census"]}), flush=True)
+        ph.done(results["census"], f"{results['census']['total'] / 1e12:.4g} TFLOP traced")
     if "sampler" in what and FLAGS.sampler_workloads:
         from rlvr_jax.bench.scheduler_bench import bench_schedulers
+        ph = Phase("schedulers", f"static vs continuous on {','.join(FLAGS.sampler_workloads)}, "
+                   f"{FLAGS.sampler_batch} slots" + (", and vLLM (a server start takes 30-60 s)" if FLAGS.vllm else ""))
         results["schedulers"] = bench_schedulers(
             FLAGS.preset, FLAGS.sampler_batch, FLAGS.sampler_prompt_len, FLAGS.new_tokens,
             FLAGS.sampler_requests or 4 * FLAGS.sampler_batch, FLAGS.sampler_workloads, FLAGS.sampler_repeats,
             FLAGS.decode_steps, FLAGS.refill_rows, vllm=FLAGS.vllm)
-        print(json.dumps({"schedulers": results["schedulers"]}), flush=True)
+        ph.done(results["schedulers"])
     if "sampler" in what and FLAGS.sampler_fixed:
+        ph = Phase("sampler", f"{FLAGS.preset} {FLAGS.sampler_batch}x({FLAGS.sampler_prompt_len}+{FLAGS.new_tokens}) "
+                   f"tokens, 1 compile + {FLAGS.sampler_repeats} timed run(s)")
         bw = jax_bench.measure_bandwidth() if jax.devices()[0].platform != "cpu" else None
         results["sampler"] = jax_bench.bench_sampler(
             FLAGS.preset, FLAGS.sampler_batch, FLAGS.sampler_prompt_len, FLAGS.new_tokens, FLAGS.sampler_repeats,
             FLAGS.attention_impl, bw, decode_attention_impl=FLAGS.decode_attention_impl, profile_dir=FLAGS.profile)
-        print(json.dumps({"sampler": results["sampler"]}), flush=True)
+        ph.done(results["sampler"], f"{_fmt(results['sampler']['tokens_per_s'])} tokens/s")
     if "export" in what:
+        ph = Phase("export", f"save_hf of {FLAGS.preset}")
         results["export"] = jax_bench.bench_export(FLAGS.preset)
+        ph.done(results["export"], f"{_fmt(results['export']['s_per_gb'])} s/GB")
     if "sync" in what:
         from rlvr_jax.bench.vllm_bench import bench_sync
+        ph = Phase("sync", f"vLLM weight sync, filesystem vs shared memory, at {','.join(FLAGS.sync_presets)} "
+                   "(a server start each: 30-60 s)")
         results["sync"] = bench_sync(FLAGS.sync_presets, FLAGS.sync_dtype, FLAGS.sync_repeats,
                                      sync_root=FLAGS.sync_root)
-        print(json.dumps({"sync": results["sync"]}), flush=True)
+        ph.done(results["sync"])
     if "replicas" in what:
         from rlvr_jax.bench.vllm_bench import bench_replicas
+        ph = Phase("replicas", f"{FLAGS.replicas_requests} long-tailed requests through 1 and 2 vLLM replicas of "
+                   f"{FLAGS.preset} (server starts: 30-60 s each)")
         results["replicas"] = bench_replicas(FLAGS.preset, requests=FLAGS.replicas_requests,
                                              new_tokens=FLAGS.replicas_new_tokens)
-        print(json.dumps({"replicas": results["replicas"]}), flush=True)
+        ph.done(results["replicas"])
     table = markdown(results)
     print(f"\nrlvr_jax.bench on {results['device']} (jax {results['jax']}), preset {FLAGS.preset}\n")
-    print(table)
+    print(table + "\n")
     if FLAGS.out:
         results["table"] = table
         with open(FLAGS.out, "w") as f:
             json.dump(results, f, indent=2)
+    return bench_summary(results, FLAGS.out)
+
+
+def _log_path() -> str | None:
+    """``<--out without .json>.log.txt`` beside the results (no log file without ``--out``)."""
+    return os.path.splitext(FLAGS.out)[0] + ".log.txt" if FLAGS.out else None
 
 
 def run():
-    app.run(main)
+    """``python -m rlvr_jax.bench`` through :func:`rlvr_jax.cli.run_cli` (quiet logs, one-line errors, summary)."""
+    from rlvr_jax.cli import run_cli
+    run_cli(main, usage=__doc__, log_path=_log_path)
 
 
 if __name__ == "__main__":

@@ -171,9 +171,16 @@ def main(argv) -> None:
 def cli() -> None:
     """``python -m rlvr_jax.bench.code_bench [--hostile] [--hacks] [--throughput --workers N --tests T]`` (a measurement
     script: absl flags, no config)."""
-    from absl import app
+    from rlvr_jax.cli import Summary, run_cli
     _define_flags()
-    app.run(main)
+
+    def job(argv):
+        main(argv)
+        from absl import flags
+        ran = [t for t in ("hostile", "throughput", "hacks") if flags.FLAGS[t].value]
+        return Summary(f"code_bench done: {', '.join(ran) or 'nothing selected (--hostile, --throughput, --hacks)'}")
+
+    run_cli(job, usage=cli.__doc__)
 
 
 if __name__ == "__main__":

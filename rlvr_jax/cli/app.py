@@ -43,6 +43,7 @@ class HelpConfig:
     default: str | Callable | None
     comments_from: tuple = ()
     flag: str = "config"
+    label: str = "the base config"  # names a callable ``default`` in the help text
 
 
 def define_log_level() -> None:
@@ -79,7 +80,7 @@ def _help_config(help_cfg: HelpConfig | None, argv: list[str]):
         if spec is not None:
             cfg, source = load_config_file(spec), spec
         elif callable(help_cfg.default):
-            cfg, source = help_cfg.default(), "the base config"
+            cfg, source = help_cfg.default(), help_cfg.label
         elif help_cfg.default:
             cfg, source = load_config_file(help_cfg.default), help_cfg.default
         else:
@@ -98,14 +99,45 @@ def print_help(usage: str, help_cfg: HelpConfig | None, argv: list[str]) -> None
     print(help_text(usage, _flag_lines(()), cfg, source, comments))
 
 
+def _flag_error_message(text: str) -> str:
+    """absl's flag error on one line; a config file's traceback embedded in it (ml_collections puts it there
+    when the file's ``get_config`` raises) is cut down to its last line, the exception."""
+    head, sep, trace = text.partition("Traceback (most recent call last):")
+    if sep:
+        last = [ln.strip() for ln in trace.splitlines() if ln.strip()]
+        text = head + (last[-1] if last else "")
+    return " ".join(text.split())
+
+
+def _unloadable_config() -> str | None:
+    """The message of a ``--config``-style flag whose file could not be loaded (ml_collections keeps a
+    placeholder that raises on first use, deep inside the job: reported here, before it starts)."""
+    for name in FLAGS:
+        try:
+            value = FLAGS[name].value
+        except Exception:  # noqa: BLE001 - a flag that cannot even be read is left to absl
+            continue
+        if type(value).__name__ == "_ErrorConfig":
+            error = object.__getattribute__(value, "_error")
+            attempts = [ln.strip() for ln in str(error).splitlines() if ln.strip().startswith("[Errno")]
+            return f"--{name}={FLAGS[name].serialize().split('=', 1)[-1]}: cannot load the config file" + (
+                f" ({'; '.join(attempts)})" if attempts else f": {_flag_error_message(str(error))}")
+    return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing with a one-line error and exit status 2 (absl: a 'FATAL' line, a hint, status 1)."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except flags.Error as e:
-        msg = " ".join(str(e).split())
+        msg = _flag_error_message(str(e))
         print(f"error: {msg} (--help lists the flags and config fields)", file=sys.stderr, flush=True)
         sys.exit(errors.EXIT_USER_ERROR)
+    unloadable = _unloadable_config()
+    if unloadable:
+        print(f"error: {unloadable}", file=sys.stderr, flush=True)
+        sys.exit(errors.EXIT_USER_ERROR)
+    return rest
 
 
 def run_cli(main: Callable[[list[str]], Summary | None], *, usage: str,

@@ -46,10 +46,14 @@ class ConsoleFilter(logging.Filter):
 
 
 class ShortFormatter(logging.Formatter):
-    """``[warning] message`` (the terminal's format at the default level)."""
+    """``[warning] message`` (the terminal's format at the default level); the project's own INFO records as
+    ``[<module>] message`` (e.g. ``[vllm_server] starting vLLM server ...``), like its printed lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"[{record.levelname.lower()}] {record.getMessage()}"
+        tag = record.levelname.lower()
+        if record.levelno == logging.INFO and is_project_record(record):
+            tag = record.name.rsplit(".", 1)[-1] if record.name.startswith("rlvr_jax.") else record.module
+        text = f"[{tag}] {record.getMessage()}"
         if record.exc_info:
             text += " (" + (str(record.exc_info[1]).splitlines() or [""])[0] + ")"
         return text

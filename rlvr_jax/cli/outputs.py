@@ -82,15 +82,16 @@ def eval_summary(out: str, summaries: Mapping[str, Mapping[str, Any]], compared:
     return s
 
 
-def demo_summary(out: str, report_dir: str, title: str) -> Summary:
-    """The testbed's report directory and pass@1 / pass@k(max) per policy from its ``summary.json``."""
+def demo_summary(out: str, report_dir: str, title: str, warm_dir: str | None = None) -> Summary:
+    """The testbed's report directory and pass@1 / pass@k(max) per policy from its ``summary.json``
+    (``warm_dir``: the warm start's directory, default ``<out>/warmstart``)."""
     s = Summary(f"{title} in {shown(out)}")
     s.add("report", os.path.join(report_dir, "summary.md"))
     s.add("pass@k table", os.path.join(report_dir, "pass_at_k.md"))
     s.add("pass@k plot", os.path.join(report_dir, "pass_at_k.png"))
     s.add("curves", os.path.join(report_dir, "training_curves.png"))
     s.add("sweep plot", os.path.join(report_dir, "sweep.png"))
-    s.add("warm start", os.path.join(out, "warmstart", "base_hf"))
+    s.add("base model", os.path.join(warm_dir or os.path.join(out, "warmstart"), "base_hf"))
     try:
         with open(os.path.join(report_dir, "summary.json")) as f:
             rep = json.load(f)

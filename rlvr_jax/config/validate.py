@@ -177,7 +177,7 @@ def _validate_remedies(cfg: ml_collections.ConfigDict) -> None:
     _check(beta == 0 or a.adv_estimator == "grpo", "algo.unlikeliness_beta",
            f"reshapes the rewards before group normalisation, so it needs algo.adv_estimator='grpo' (got "
            f"{a.adv_estimator!r}: the advantages would not see it)")
-    _check(isinstance(m, int) and -1 <= m < n, "algo.gate_max_correct",
+    _check(isinstance(m, int) and (m == -1 or 0 <= m < n), "algo.gate_max_correct",  # -1: off, whatever n is
            f"must be -1 (off) or an integer in [0, rollout.n={n}) (at rollout.n it would gate nothing), got {m!r}")
     _check(m < 0 or a.sample_selection == "drop", "algo.gate_max_correct",
            f"gated-out prompts must leave the batch: set algo.sample_selection='drop' (got "

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -56,6 +57,9 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from rlvr_jax.rollout.parent_death import wrap_die_with_parent
+
+# One INFO line per server start (the CLIs show the project's INFO records: a start is 30-60 s of silence otherwise).
+logger = logging.getLogger(__name__)
 
 _LOG_TAIL_CHARS = 4000
 # Adds the ``rlvr_reload_weights`` worker method used by the filesystem weight sync.
@@ -311,6 +315,7 @@ class VLLMServer:
             raise
         seconds = time.monotonic() - self._spawned_at
         self.start_times.append(seconds)
+        logger.info("vLLM server on %s ready after %.0f s", self.url, seconds)
         return seconds
 
     def spawn(self) -> None:
@@ -341,6 +346,7 @@ class VLLMServer:
             self.proc = subprocess.Popen(
                 cmd, env=build_env(cfg), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
+        logger.info("starting vLLM server on %s (%s; usually 30-60 s) log: %s", self.url, cfg.model, self.log_path)
         if self._finalizer is None:
             # Never leave a server running when the owner forgets close(): stop it at exit.
             self._finalizer = weakref.finalize(self, VLLMServer._finalize, self.__dict__)

@@ -308,26 +308,31 @@ def is_complete(out_dir: str) -> bool:
 def cli() -> None:
     """``python -m rlvr_jax.testbed.warmstart --out DIR [--config=configs/demo.py:MODE --config.warmstart.steps=N]``:
     recreates the base checkpoint from the ``warmstart`` fields of the testbed config (absl flags +
-    ConfigDict, as :mod:`rlvr_jax.demo`)."""
-    from absl import app, flags
+    ConfigDict, as :mod:`rlvr_jax.demo`), through :func:`rlvr_jax.cli.run_cli` (``<out>/log.txt``, summary)."""
+    from absl import flags
     from ml_collections import config_flags
 
+    from rlvr_jax.cli import HelpConfig, run_cli
     from rlvr_jax.config.overrides import exit_on_unknown_overrides
+    from rlvr_jax.testbed.config import get_config
 
     exit_on_unknown_overrides()
     config_flags.DEFINE_config_file("config", None, "testbed config, configs/demo.py[:mode] (default: demo)",
                                     lock_config=True)
     flags.DEFINE_string("out", None, "output directory", required=True)
 
-    def main(argv) -> None:
+    def main(argv):
         del argv
-        from rlvr_jax.testbed.config import from_config, get_config
+        from rlvr_jax.cli.outputs import warmstart_summary
+        from rlvr_jax.testbed.config import from_config
 
         cfg = flags.FLAGS.config
         exp, _ = from_config(cfg if cfg is not None else get_config("demo"))
-        warm_start(flags.FLAGS.out, exp.warmstart)
+        return warmstart_summary(flags.FLAGS.out, warm_start(flags.FLAGS.out, exp.warmstart))
 
-    app.run(main)
+    run_cli(main, usage=cli.__doc__, log_path=lambda: os.path.join(flags.FLAGS.out, "log.txt"),
+            help_config=HelpConfig(lambda: get_config("demo"), comments_from=(get_config,),
+                                   label="configs/demo.py:demo"))
 
 
 if __name__ == "__main__":
