@@ -199,7 +199,7 @@ def _bwrap_argv(bwrap: str, cfg: SandboxConfig, run_dir: str) -> list[str]:
         argv += ["--ro-bind", bytecode, "/sandbox/__pycache__"]
     argv += ["--ro-bind", run_dir, "/sandbox/in", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(cfg.tmpfs_mb) << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
-             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+             "--unshare-net", "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
              exe, "-I", "-S", "-c", _START_HARNESS, "/sandbox/in/spec.json"]
     return argv
