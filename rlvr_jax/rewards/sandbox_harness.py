@@ -146,8 +146,9 @@ class _Test:
 
     def __init__(self, spec, code, private, i, stdin_path=None):
         self.spec, self.i = spec, i
-        self.out_path = os.path.join(private, f"stdout{i}")
-        self.err_path = os.path.join(private, f"stderr{i}")
+        tag = os.urandom(8).hex()  # unpredictable, so that no earlier test (same uid without root) can plant it
+        self.out_path = os.path.join(private, f"stdout{i}-{tag}")
+        self.err_path = os.path.join(private, f"stderr{i}-{tag}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         out_fd, err_fd = os.open(self.out_path, flags, 0o600), os.open(self.err_path, flags, 0o600)
         calls = stdin_path is None
