@@ -27,9 +27,20 @@ from rlvr_jax.rewards.code_scoring import functional_args, functional_output_mat
     ("", "", True),
     ("nan", "nan", True),                           # equal as strings
     ("1 x", "1.0 x", False),                        # a non-number token: string comparison only
+    ("sNaN", "3", False),                           # Decimal('sNaN') == 3 raises: a mismatch, not a crash
+    ("3", "sNaN", False), ("NaN", "NaN", True), ("NaN 1", "NaN 1.0", False),
+    ("Infinity", "inf", True),
 ])
 def test_stdin_comparison_rules(got, want, ok):
     assert stdin_output_matches(got, want)[0] is ok
+
+
+def test_stdin_comparison_of_a_huge_line_parses_nothing():
+    import time
+
+    t0 = time.perf_counter()
+    assert stdin_output_matches("3 " * 3_000_000, "3")[0] is False  # token counts differ: no Decimal is built
+    assert time.perf_counter() - t0 < 1.0  # parsing 3M tokens as Decimal takes about 3 s here
 
 
 @pytest.mark.parametrize("got,want,ok", [

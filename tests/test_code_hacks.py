@@ -1,8 +1,11 @@
 """Code rewards a policy cannot game: every reward-hack program of rlvr_jax/bench/code_hacks.py (exit tricks,
 lying comparisons, harness tampering, output injection) is graded not correct, with the status of the defence
-that stops it, while an honest answer to each target problem and all 164 HumanEval canonical solutions pass;
+that stops it, while an honest answer to each target problem and the HumanEval canonical solutions pass (a
+sample of 28 in CI, all 164 with RLVR_CODE_HEAVY=1);
 the wire refuses everything but plain data of exact built-in types."""
 import math
+import os
+import time
 
 import pytest
 
@@ -27,17 +30,26 @@ def pool():
 
 def test_every_hack_is_graded_not_correct_by_its_defence(pool):
     rows, honest = grade_hacks(pool)
-    assert len(rows) == len(HACKS) >= 60 and {r["kind"] for r in rows} == set(KINDS)
-    assert honest == {t: "correct" for t in honest} and len(honest) == 8  # the targets themselves are gradable
+    assert len(rows) == len(HACKS) >= 85 and {r["kind"] for r in rows} == set(KINDS)
+    assert honest == {t: "correct" for t in honest} and len(honest) == 9  # the targets themselves are gradable
     assert [r["name"] for r in rows if r["correct"]] == []
     wrong = [(r["name"], r["status"], EXPECTED[r["name"]], r["error"]) for r in rows
              if r["status"] not in EXPECTED[r["name"]].split("|")]
-    assert wrong == []
+    assert not wrong, "\n".join(map(str, wrong))
     assert pool.stats.worker_deaths == 0 and pool.stats.hard_kills == 0
 
 
-def test_all_164_humaneval_canonical_solutions_pass(pool):
+# CI grades every 8th canonical solution and those whose check does something unusual (calls the prompt's helpers:
+# 32, 38, 50; the entry point by name: 33, 106; random inputs: 32, 53; loops of calls: 44, 151); all 164 with
+# RLVR_CODE_HEAVY=1 (docs/code.md).
+HEAVY = os.environ.get("RLVR_CODE_HEAVY") == "1"
+CANONICAL_SAMPLE = sorted(set(range(0, 164, 8)) | {32, 33, 38, 44, 50, 53, 106, 151})
+
+
+def test_humaneval_canonical_solutions_pass(pool):
     ds = list(load_dataset("humaneval"))
+    if not HEAVY:
+        ds = [ds[i] for i in CANONICAL_SAMPLE]
     graded = pool.grade_problems(ds, [fenced(p.metadata["prefix"] + p.metadata["canonical_solution"]) for p in ds])
     assert [(p.id, g.status, g.error) for p, g in zip(ds, graded) if not g.correct] == []
 
@@ -104,6 +116,14 @@ def test_wire_decoder_refuses_malformed_or_dangerous_input():
             decode_value(bad)
     with pytest.raises(NotPlainData, match="unhashable"):
         decode_value(b'["s",["l",1]]')
+    m = (1 << 61) - 1  # k * m hashes to 0 for every int k (a set of 20,000 took 10 s to build)
+    flood = encode_value([k * m for k in range(1, 40_000)]).replace(b'["l"', b'["s"', 1)
+    t0 = time.perf_counter()
+    for data in (flood, flood.replace(b'["s"', b'["z"', 1), b'["d"' + flood[4:-1] + b',0]'):
+        with pytest.raises(NotPlainData, match="hash flooding"):
+            decode_value(data)
+    assert time.perf_counter() - t0 < 5.0
+    assert decode_value(encode_value({-1, -2, *range(1000)})) == {-1, -2, *range(1000)}  # hash(-1) == hash(-2)
     reader = FrameReader(max_payload=8)
     reader.feed(frame({"a": 1}, b"12345678") + b'{"nbytes": 9}\n')
     assert reader.next() == ({"a": 1, "nbytes": 8}, b"12345678")

@@ -187,11 +187,13 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         "tests/test_code_track.py::test_one_training_step_on_code"),
     "python -m rlvr_jax.bench.code_bench --hostile": Covered(
         "tests/test_code_sandbox.py::test_hostile_programs_are_contained_and_the_pool_keeps_grading"),
+    "python -m rlvr_jax.bench.code_bench --hacks": Covered(
+        "tests/test_code_hacks.py::test_every_hack_is_graded_not_correct_by_its_defence"),
+    "RLVR_CODE_HEAVY=1 PYTHONPATH=$PWD python -m pytest tests/test_code_hacks.py -q": Covered(
+        "tests/test_code_hacks.py::test_humaneval_canonical_solutions_pass"),  # CI grades a sample of 28
     "python -m rlvr_jax.bench.code_bench --throughput --workers 1 --tests 10": NotInCI(
         "a throughput measurement (164 HumanEval programs, about a minute per worker); the grading it times is "
         "tests/test_code_grading.py"),
-    "python -m rlvr_jax.bench.code_bench --throughput --workers W --tests 10": NotInCI(
-        "the same measurement with a placeholder worker count"),
     "RLVR_CODE_LIMITS=\"cpu_s=2,wall_s=3,memory_mb=2048\" python -m rlvr_jax.evaluate ...": Covered(
         "tests/test_code_sandbox.py::test_limits_from_the_environment"),
     # ---- docs/performance.md

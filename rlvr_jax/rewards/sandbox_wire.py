@@ -13,7 +13,8 @@ frozenset, ``["d", k1, v1, ...]`` dict, ``["b", hex]`` bytes, ``["i", hex]`` an 
 a subclass (an ``int`` whose ``__eq__`` lies) or any other object is refused (:class:`NotPlainData`), and
 nesting is limited to :data:`MAX_DEPTH`. The decoder, which is what the trusted side relies on, builds genuine
 built-in objects from JSON it parses itself whatever bytes arrive, so a decoded value has no code of the
-sender's in it. NaN is refused when decoding a return value (``allow_nan=False``): it is unequal to
+sender's in it; its work is near-linear in the bytes (a set or dict with more than :data:`MAX_SAME_HASH` keys
+of one hash value, which would make building it quadratic, is refused). NaN is refused when decoding a return value (``allow_nan=False``): it is unequal to
 everything, and a check written as ``not (abs(x - y) > tol)`` would accept it; neither benchmark expects one.
 """
 import json
@@ -23,6 +24,7 @@ import os
 HEADER_MAX = 4096
 MAX_DEPTH = 100
 MAX_INT_HEX = 1 << 16  # hex digits of a tagged int (262144 bits)
+MAX_SAME_HASH = 32  # keys of one set or dict that may share a hash value
 _BIG = 1 << 63
 
 
@@ -109,6 +111,22 @@ def encode_value(x) -> bytes:
     return json.dumps(_enc(x, 0), separators=(",", ":")).encode()
 
 
+def _check_hashes(keys, what):
+    """Refuses keys that are unhashable, or of which more than :data:`MAX_SAME_HASH` share one hash value: the
+    hashes of ints, floats and tuples are chosen by the sender (``k * (2**61 - 1)`` all hash to 0), and such keys
+    would make building the set or dict quadratic (20,000 of them: 10 s). Sorting the hashes is n log n, whatever
+    they are."""
+    try:
+        hashes = sorted(map(hash, keys))
+    except TypeError as e:
+        raise NotPlainData(f"unhashable {what} ({e})") from None
+    run = 1
+    for a, b in zip(hashes, hashes[1:]):
+        run = run + 1 if a == b else 1
+        if run > MAX_SAME_HASH:
+            raise NotPlainData(f"more than {MAX_SAME_HASH} {what}s with one hash value (hash flooding)")
+
+
 def _refuse_constant(name):
     raise WireError(f"bare {name} in a value (non-finite floats are tagged)")
 
@@ -128,20 +146,15 @@ def _dec(node, depth, allow_nan):
     tag, rest = node[0], node[1:]
     if tag in _FROM_TAG:
         items = [_dec(v, depth + 1, allow_nan) for v in rest]
-        try:
-            return _FROM_TAG[tag](items)
-        except TypeError as e:
-            raise NotPlainData(f"unhashable set element ({e})") from None
+        if tag in ("s", "z"):
+            _check_hashes(items, "set element")
+        return _FROM_TAG[tag](items)
     if tag == "d":
         if len(rest) % 2:
             raise WireError("dict with an odd number of items")
-        out = {}
-        for k, v in zip(rest[::2], rest[1::2]):
-            try:
-                out[_dec(k, depth + 1, allow_nan)] = _dec(v, depth + 1, allow_nan)
-            except TypeError as e:
-                raise NotPlainData(f"unhashable dict key ({e})") from None
-        return out
+        keys = [_dec(k, depth + 1, allow_nan) for k in rest[::2]]
+        _check_hashes(keys, "dict key")
+        return dict(zip(keys, [_dec(v, depth + 1, allow_nan) for v in rest[1::2]]))
     if len(rest) != 1 or type(rest[0]) is not str:
         raise WireError(f"malformed {tag!r} node")
     text = rest[0]
