@@ -160,15 +160,17 @@ def main(argv) -> None:
 
 
 def cli() -> None:
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
+    from rlvr_jax.cli import run_cli
     from rlvr_jax.config.overrides import exit_on_unknown_overrides
     exit_on_unknown_overrides()
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:arg])", lock_config=True)
     flags.DEFINE_boolean("dry_run", False, "print the server command lines instead of starting them")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    run_cli(main, usage=(__doc__ or "").split("\n\n")[0],
+            log_path=lambda: os.path.join(flags.FLAGS.config.logging.out_dir, "vllm_launch.log.txt"))
 
 
 if __name__ == "__main__":
