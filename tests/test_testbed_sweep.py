@@ -76,6 +76,11 @@ def test_config_round_trip_overrides_and_errors():
     bad.sweep.warmstart_steps = (300, 100)
     with pytest.raises(ConfigError, match="sweep.warmstart_steps"):
         C.from_config(bad)
+    for field, value in (("lr", -1.0), ("eval_top_p", 1.5), ("rollout_n", 0)):
+        bad = C.get_config("demo")
+        bad[field] = value
+        with pytest.raises(ConfigError, match=f"'{field}'.*must be"):
+            C.from_config(bad)
     with pytest.raises(ConfigError, match="mode"):
         C.get_config("fast")
 

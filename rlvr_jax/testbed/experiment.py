@@ -76,6 +76,13 @@ class ExperimentConfig:
         if self.eval_n < 1 or self.eval_problems < 1 or self.total_steps < 1:
             raise ValueError(f"ExperimentConfig.eval_n, eval_problems, total_steps must be >= 1, got "
                              f"{self.eval_n}, {self.eval_problems}, {self.total_steps}")
+        for name, ok, rule in (("lr", self.lr > 0, "> 0"), ("eval_temperature", self.eval_temperature > 0, "> 0"),
+                               ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
+                               ("prompt_batch_size", self.prompt_batch_size >= 1, ">= 1"),
+                               ("rollout_n", self.rollout_n >= 1, ">= 1"),
+                               ("num_mini_batches", self.num_mini_batches >= 1, ">= 1")):
+            if not ok:
+                raise ValueError(f"ExperimentConfig.{name} must be {rule}, got {getattr(self, name)}")
         if self.traj_every < 0:
             raise ValueError(f"ExperimentConfig.traj_every must be >= 0, got {self.traj_every}")
         if len(set(self.bases)) != len(self.bases) or any(int(b) < 0 for b in self.bases):
