@@ -47,6 +47,7 @@ def test_use_rules_nests_restores_and_merges_over_defaults():
 def test_config_rules_and_validation():
     cfg = get_base_config()
     cfg.model.hf_path, cfg.model.preset, cfg.model.tokenizer_path = "", "tiny-qwen3", "builtin:bytes"
+    cfg.data.max_prompt_len, cfg.rollout.max_new_tokens = 64, 64  # within tiny-qwen3's positions
     validate_config(cfg)
     assert config_rules(cfg) == DEFAULT_RULES
     cfg.mesh.rules = (("batch", "fsdp"),)
