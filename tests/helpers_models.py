@@ -87,3 +87,17 @@ def load_torch_model(path, attn: str = "eager"):
 
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                              attn_implementation=attn).eval()
+
+
+def tiny_decoder(vocab_size: int, eos_token_id: int, seed: int = 0):
+    """A 1-layer float32 Qwen3-style :class:`rlvr_jax.models.Decoder` (hidden 16, 64 positions, tied
+    embeddings) over ``vocab_size`` tokens: the smallest real model for exact-probability tests."""
+    from flax import nnx
+
+    from rlvr_jax.models import Decoder, ModelConfig
+
+    cfg = ModelConfig(model_type="qwen3", vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_layers=1,
+                      num_heads=2, num_kv_heads=1, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6,
+                      tie_word_embeddings=True, max_position_embeddings=64, qk_norm=True, param_dtype="float32",
+                      dtype="float32", bos_token_id=None, eos_token_id=eos_token_id)
+    return Decoder(cfg, rngs=nnx.Rngs(seed))

@@ -271,6 +271,9 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         "tests/test_testbed_exact_report.py::test_study_aggregates_over_bases_and_seeds_against_each_runs_own_base"),
     "python -m rlvr_jax.testbed.exact_report --stepsize 5e-5=runs/lr5e-5 2e-4=runs/bases/base0 8e-4=runs/lr8e-4 "
     "--out runs/stepsize": Covered("tests/test_testbed_exact_report.py::test_stepsize_compares_at_the_kl_every_lr_reaches"),
+    # ---- docs/testbed.md (what the remaining mass is)
+    "python -m rlvr_jax.testbed.outside WARM_DIR RUN_DIR... --out DIR --n 16": Covered(
+        "tests/test_testbed_outside.py::test_cli_on_a_tiny_real_model"),
     # ---- docs/testbed_massflow.md
     "python -m rlvr_jax.testbed.massflow WARM_DIR RUN_DIR... --out DIR": Covered(
         "tests/test_testbed_massflow.py::test_cli_on_a_tiny_real_model_matches_the_direct_computation"),

@@ -18,15 +18,9 @@ PROMPTS = ([2, 3, 4], [5, 2])
 
 @pytest.fixture(scope="module")
 def model():
-    from flax import nnx
+    from helpers_models import tiny_decoder
 
-    from rlvr_jax.models import Decoder, ModelConfig
-
-    cfg = ModelConfig(model_type="qwen3", vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_layers=1,
-                      num_heads=2, num_kv_heads=1, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6,
-                      tie_word_embeddings=True, max_position_embeddings=64, qk_norm=True, param_dtype="float32",
-                      dtype="float32", bos_token_id=None, eos_token_id=EOS)
-    m = Decoder(cfg, rngs=nnx.Rngs(3))
+    m = tiny_decoder(VOCAB, EOS, seed=3)
     m.embed.embedding.value = m.embed.embedding.value * 6.0   # peaked per-token distributions
     return m
 

@@ -217,13 +217,9 @@ def test_real_tiny_model_flows_add_up_to_the_exact_metrics():
     import jax
     from flax import nnx
 
-    from rlvr_jax.models import Decoder, ModelConfig
+    from helpers_models import tiny_decoder
 
-    cfg = ModelConfig(model_type="qwen3", vocab_size=6, hidden_size=16, intermediate_size=32, num_layers=1,
-                      num_heads=2, num_kv_heads=1, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6,
-                      tie_word_embeddings=True, max_position_embeddings=64, qk_norm=True, param_dtype="float32",
-                      dtype="float32", bos_token_id=None, eos_token_id=1)
-    base = Decoder(cfg, rngs=nnx.Rngs(3))
+    base = tiny_decoder(6, 1, seed=3)
     base.embed.embedding.value = base.embed.embedding.value * 6.0
     pol = nnx.clone(base)
     pol.embed.embedding.value = base.embed.embedding.value + 1.5 * jax.random.normal(
@@ -265,7 +261,9 @@ def test_cli_on_a_tiny_real_model_matches_the_direct_computation(tmp_path):
     from flax import nnx
 
     from rlvr_jax.data import stop_token_ids
-    from rlvr_jax.models import Decoder, ModelConfig, load_hf, save_hf
+    from helpers_models import tiny_decoder
+
+    from rlvr_jax.models import load_hf, save_hf
     from rlvr_jax.testbed import task as T
 
     tok, puzzles, _ = _testbed_cands()
@@ -274,11 +272,7 @@ def test_cli_on_a_tiny_real_model_matches_the_direct_computation(tmp_path):
         T.write_jsonl(T.to_problems(puzzles if split == "heldout" else puzzles[::-1], split),
                       warm / "data" / f"{split}.jsonl")
     (warm / "warmstart.json").write_text(json.dumps({"config": {"show_steps": False}}))
-    cfg = ModelConfig(model_type="qwen3", vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_layers=1,
-                      num_heads=2, num_kv_heads=1, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-6,
-                      tie_word_embeddings=True, max_position_embeddings=64, qk_norm=True, param_dtype="float32",
-                      dtype="float32", bos_token_id=None, eos_token_id=tok.eos_token_id)
-    base = Decoder(cfg, rngs=nnx.Rngs(0))
+    base = tiny_decoder(len(tok), tok.eos_token_id, seed=0)
     base.embed.embedding.value = base.embed.embedding.value * 4.0
     pol = nnx.clone(base)
     pol.embed.embedding.value = base.embed.embedding.value + 0.5 * jax.random.normal(

@@ -17,7 +17,8 @@ per-candidate probabilities, per puzzle ``p_correct = sum of P(c) over its corre
     strategy mass  = mean over puzzles of sum of P(c) over the candidates of each strategy
 
 Exact pass@k is a lower bound on the sampler's pass@k by at most ``remaining`` per puzzle (an output outside
-the candidate set may still be graded correct). The distribution is computed for several sampling settings
+the candidate set may still be graded correct; :mod:`rlvr_jax.testbed.outside` samples and grades those outputs).
+The distribution is computed for several sampling settings
 (:data:`SETTINGS`: the evaluation's T = 0.6 with top-p 0.95, the same T without truncation, the training
 T = 1 without truncation) from one forward pass. Full-sequence logits equal the sampler's KV-cache decode
 logits up to float32 rounding, so a token within rounding of the nucleus boundary may be cut differently.

@@ -362,12 +362,13 @@ def likely_sampled(p_train: np.ndarray, cands: E.CandidateSet, rollouts: np.ndar
     return -np.expm1(n * np.log1p(-np.clip(p_train, 0.0, 1.0 - 1e-16))) >= level
 
 
-def _resolve(warm: str, runs: Sequence[str]) -> tuple[str, dict[str, str]]:
+def resolve_runs(warm: str, runs: Sequence[str], prog: str = "massflow") -> tuple[str, dict[str, str]]:
+    """``(warm-start dir, {policy name: HF dir})`` of a warm-start argument and run arguments."""
     if not os.path.exists(os.path.join(warm, "warmstart.json")) and os.path.exists(
             os.path.join(os.path.dirname(os.path.abspath(warm)), "warmstart.json")):
         warm = os.path.dirname(os.path.abspath(warm))
     if not os.path.exists(os.path.join(warm, "warmstart.json")):
-        raise SystemExit(f"massflow: {warm} is not a warm-start directory (no warmstart.json)")
+        raise SystemExit(f"{prog}: {warm} is not a warm-start directory (no warmstart.json)")
     out = {}
     for r in runs:
         run = os.path.abspath(r)
@@ -376,9 +377,9 @@ def _resolve(warm: str, runs: Sequence[str]) -> tuple[str, dict[str, str]]:
         elif os.path.exists(os.path.join(run, "config.json")) and os.path.basename(run) == "final_hf":
             hf, name = run, os.path.basename(os.path.dirname(run))
         else:
-            raise SystemExit(f"massflow: {r} is neither a run directory with final_hf/ nor an HF export")
+            raise SystemExit(f"{prog}: {r} is neither a run directory with final_hf/ nor an HF export")
         if name in out:
-            raise SystemExit(f"massflow: two policies named {name!r}")
+            raise SystemExit(f"{prog}: two policies named {name!r}")
         out[name] = hf
     return warm, out
 
@@ -394,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="heldout: puzzles never trained on; rl: the RL puzzles (sampled = likely sampled)")
     ap.add_argument("--num-problems", type=int, default=None, help="only the first N puzzles of the split")
     args = ap.parse_args(argv)
-    warm, runs = _resolve(args.warm_dir, args.runs)
+    warm, runs = resolve_runs(args.warm_dir, args.runs)
 
     from transformers import AutoTokenizer
 
@@ -429,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 run_cfg = json.load(f)
             rl_file = run_cfg.get("data", {}).get("train", "")
             if os.path.abspath(rl_file) != os.path.abspath(os.path.join(warm, ws.DATA_DIR, "rl.jsonl")):
-                raise SystemExit(f"massflow: run {name} trained on {rl_file!r}, not this warm start's rl.jsonl")
+                raise SystemExit(f"{prog}: run {name} trained on {rl_file!r}, not this warm start's rl.jsonl")
             draws = training_draws(run_cfg, num_all)[:len(probs_in)]
             sampled = likely_sampled(base["train"], cands, draws)
         results[name] = mass_flow(base[args.setting], pp[args.setting], cands, sampled)
