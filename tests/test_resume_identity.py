@@ -67,6 +67,21 @@ def test_changed_run_is_refused_before_anything_starts(env, tmp_path):
     assert (out / "config.json").read_text() == before and not (out / HISTORY_FILE).exists()
 
 
+def test_every_cli_reports_another_runs_directory_as_one_line_user_error():
+    """The refusal is the user's input (another run's out_dir), so the CLIs print one line and exit 2."""
+    import io
+
+    from rlvr_jax.cli.errors import is_user_error, report
+
+    e = ResumeMismatchError("runs/x", 2, {"optim.lr": (1e-6, 5e-3), "algo.name": ("nsr", "psr")})
+    assert is_user_error(e)
+    buf = io.StringIO()
+    report(e, "runs/x/log.txt", verbose=False, stream=buf)
+    text = buf.getvalue()
+    assert text.count("\n") == 1 and text.startswith("error: runs/x holds a checkpoint of another run (step 2)")
+    assert "algo.name: 'nsr' in the checkpoint, 'psr' now; optim.lr: 1e-06 in the checkpoint, 0.005 now." in text
+
+
 def test_extension_and_explicit_change_are_recorded(env, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

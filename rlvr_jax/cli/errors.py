@@ -2,7 +2,9 @@
 
 A user error is a :class:`rlvr_jax.config.validate.ConfigError` (a config field's value), a
 :class:`rlvr_jax.data.rows.DataFileError` (a data file without usable rows), a
-:class:`rlvr_jax.trainer.checkpointing.CorruptCheckpointError`, a ``FileNotFoundError`` (a path given on the
+:class:`rlvr_jax.trainer.checkpointing.CorruptCheckpointError`, a
+:class:`rlvr_jax.trainer.run_identity.ResumeMismatchError` (an output directory holding another run), a
+``FileNotFoundError`` (a path given on the
 command line or in the config), absl's ``UsageError`` (bad positional arguments) or a :class:`UserError` raised by
 a CLI itself. Anything else is a bug or an environment failure and keeps its traceback.
 """
@@ -26,7 +28,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     types = [UserError, ConfigError, DataFileError, FileNotFoundError, UsageError]
     try:
         from rlvr_jax.trainer.checkpointing import CorruptCheckpointError
-        types.append(CorruptCheckpointError)
+        from rlvr_jax.trainer.run_identity import ResumeMismatchError
+        types += [CorruptCheckpointError, ResumeMismatchError]
     except ImportError:  # pragma: no cover - orbax missing: nothing can raise it
         pass
     return tuple(types)

@@ -48,10 +48,10 @@ class ResumeMismatchError(ValueError):
 
     def __init__(self, directory: str, step: int, changes: dict[str, tuple[Any, Any]]):
         self.fields = sorted(changes)
-        lines = "\n".join(f"  {f}: {changes[f][0]!r} in the checkpoint, {changes[f][1]!r} now" for f in self.fields)
+        diffs = "; ".join(f"{f}: {changes[f][0]!r} in the checkpoint, {changes[f][1]!r} now" for f in self.fields)
         super().__init__(
             f"{directory} holds a checkpoint of another run (step {step}); these fields differ from the config "
-            f"it was trained with:\n{lines}\nUse a new logging.out_dir for a new run, or pass "
+            f"it was trained with: {diffs}. Use a new logging.out_dir for a new run, or pass "
             f"--config.{ALLOW_FIELD}=true to continue this one with the new values (recorded in "
             f"{HISTORY_FILE}).")
 
