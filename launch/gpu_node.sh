@@ -38,6 +38,7 @@ die() { echo "[launch] $*" >&2; exit 2; }
 [[ $VLLM_REPLICAS =~ ^[1-9][0-9]*$ ]] || die "VLLM_REPLICAS must be a positive integer, got '$VLLM_REPLICAS'"
 [[ $VLLM_GPUS_PER_REPLICA =~ ^[1-9][0-9]*$ ]] || die "VLLM_GPUS_PER_REPLICA must be a positive integer"
 [[ $NUM_GPUS =~ ^[0-9]+$ ]] || die "NUM_GPUS must be a non-negative integer, got '$NUM_GPUS'"
+"$PYTHON" -c 'import absl, rlvr_jax' >/dev/null 2>&1 || die "PYTHON=$PYTHON cannot import rlvr_jax and its dependencies: activate the project's venv (make venv makes .venv) or set PYTHON=/path/to/venv/bin/python"
 for arg in "$@"; do
   case $arg in
     --config.rollout.vllm.url=*) die "the servers are started here: drop $arg (or run python -m rlvr_jax.train)" ;;

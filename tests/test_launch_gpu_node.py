@@ -30,8 +30,8 @@ HEAVY = os.environ.get("RLVR_VLLM_HEAVY") == "1"
 
 
 def _script(args, tmp_path, timeout=120, **env):
-    e = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-             **{k: str(v) for k, v in env.items()})
+    e = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    e.update({k: str(v) for k, v in env.items()})
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=e, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -118,6 +118,8 @@ def test_bad_device_splits_are_refused_before_anything_starts(tmp_path):
     assert p.returncode == 2 and "VLLM_GPUS=0,1,2 has 3 GPUs" in p.stderr
     p = _script([*cfg, "--config.rollout.vllm.url=http://127.0.0.1:1"], tmp_path, NUM_GPUS=0)
     assert p.returncode == 2 and "the servers are started here" in p.stderr
+    p = _script(cfg, tmp_path, NUM_GPUS=0, PYTHON="false")   # an interpreter without the project: one line
+    assert p.returncode == 2 and "PYTHON=false cannot import rlvr_jax" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_server_dtype_follows_the_learner_and_auto_is_refused_under_float32():
