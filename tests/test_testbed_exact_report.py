@@ -96,6 +96,34 @@ def test_study_aggregates_over_bases_and_seeds_against_each_runs_own_base(tmp_pa
     assert "base 0: pass@1 / pass@1024" in md and "rare-only pass@1024" in md
 
 
+def test_spread_splits_rl_seeds_from_bases_by_hand(tmp_path):
+    """2 bases x 2 seeds; pass@1 = (pc0 + pc1) / 2: base 0.30 / 0.35, runs .55 .45 (base 0) and .525 .425
+    (base 1): within-base variance .005 on both, base means .50 / .475; deltas .25 .15 / .175 .075."""
+    c = cands()
+    base_pc = {0: (0.2, 0.4), 1: (0.1, 0.6)}
+    run_pc = {(0, 0): [(10, 0.4, 0.7)], (0, 1): [(10, 0.3, 0.6)], (1, 0): [(10, 0.2, 0.85)],
+              (1, 1): [(10, 0.05, 0.8)]}
+    write_study(str(tmp_path), c, base_pc, run_pc)
+    sp = X.spread(X.collect(str(tmp_path)))
+    r = sp["nsr"]
+    assert (r["bases"], r["seeds"], r["pass@1"]["n"]) == (2, 2, 4)
+    assert r["pass@1"]["mean"] == pytest.approx((0.55 + 0.45 + 0.525 + 0.425) / 4)
+    assert r["pass@1"]["seed_std"] == pytest.approx(math.sqrt(0.005))
+    assert r["pass@1"]["base_std"] == pytest.approx(0.025 / math.sqrt(2))
+    assert r["d1"]["mean"] == pytest.approx((0.25 + 0.15 + 0.175 + 0.075) / 4)
+    assert r["d1"]["seed_std"] == pytest.approx(math.sqrt(0.005))
+    assert r["d1"]["base_std"] == pytest.approx(0.075 / math.sqrt(2))
+    assert sp["base"]["pass@1"]["base_std"] == pytest.approx(0.05 / math.sqrt(2))
+    X.write(str(tmp_path))
+    md = (tmp_path / "report" / "exact.md").read_text()
+    assert "## RL seeds against bases" in md and "| NSR | 2 x 2 | 48.8 | 7.1 | 1.8 | +16.2 | 7.1 | 5.3 | 100.0 |" in md
+    # one seed on a base: no split (the aggregation test's study has base 0 with seed 0 only)
+    del run_pc[(0, 1)]
+    other = tmp_path / "other"
+    write_study(str(other), c, base_pc, run_pc)
+    assert X.spread(X.collect(str(other))) == {}
+
+
 def test_at_kl_interpolates_the_first_time_a_trajectory_reaches_the_kl():
     kl = np.array([0.0, 0.1, 0.3, 0.2, 0.5])
     v = np.array([0.0, 1.0, 3.0, 9.0, 5.0])

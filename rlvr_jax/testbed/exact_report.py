@@ -9,6 +9,7 @@ r"""The exact report of a testbed experiment (:mod:`rlvr_jax.testbed.exact_runs`
     exact_pass_at_k.png   pass@k curves to k = 1024 (evaluation setting, top-p 1.0, rare-only puzzles)
     trajectories.png      pass@1 / pass@1024 / answer entropy against RL step and against KL(base || policy)
     exact_frontier.png    Δ pass@1 against Δ pass@1024 over each run's own base (:mod:`rlvr_jax.testbed.frontier`)
+                          (exact.md also splits a method's spread into RL seeds and bases: :func:`spread`)
     exact_summary.json    every number above
 
 The base rows aggregate over bases (the base's exact numbers do not depend on the RL seed); a method's over its
@@ -128,6 +129,59 @@ def frontier_deltas(col: dict, setting: str = "eval", K: int = 1024) -> dict:
         row["token_entropy"] = aggregate(col, setting, "answer_entropy")["value"][name]
         out[name] = row
     return out
+
+
+def spread(col: dict, setting: str = "eval", ks: tuple[int, ...] = (1, 1024)) -> dict:
+    """Where a method's spread comes from, for every method run with >= 2 RL seeds on each of >= 2 bases:
+    ``{algo: {"bases": B, "seeds": S, f"pass@{k}": {...}, f"d{k}": {...}}}`` where, for the level pass@k and
+    its change over the run's own base (``d``), ``seed_std`` is the pooled within-base RL-seed std
+    (sqrt of the mean over bases of each base's sample variance over its seeds), ``base_std`` the sample std
+    over bases of each base's mean over its seeds, and ``n`` the number of runs. ``"base"`` holds the bases'
+    own std of pass@k (the base does not depend on the RL seed)."""
+    out = {}
+    for algo, rs in col["runs"].items():
+        by_base: dict = {}
+        for b, _, rec in rs:
+            by_base.setdefault(b, []).append(rec)
+        if len(by_base) < 2 or min(len(v) for v in by_base.values()) < 2:
+            continue
+        row = {"bases": len(by_base), "seeds": min(len(v) for v in by_base.values())}
+        for k in ks:
+            for name, fn in ((f"pass@{k}", lambda rec, b: final_value(rec, setting, "pass_at_k", k)),
+                             (f"d{k}", lambda rec, b: _sub(final_value(rec, setting, "pass_at_k", k),
+                                                          final_value(col["bases"][b], setting, "pass_at_k", k)))):
+                per = {b: np.array([fn(rec, b) for rec in recs], np.float64) for b, recs in by_base.items()}
+                within = float(np.sqrt(np.mean([v.var(ddof=1) for v in per.values()])))
+                means = np.array([v.mean() for v in per.values()])
+                row[name] = {"mean": float(np.mean(np.concatenate(list(per.values())))), "seed_std": within,
+                             "base_std": float(means.std(ddof=1)), "n": int(sum(v.size for v in per.values()))}
+        out[algo] = row
+    if out and len(col["bases"]) > 1:
+        out["base"] = {f"pass@{k}": {"mean": _ms([final_value(r, setting, "pass_at_k", k) for r in col["bases"].values()])[0],
+                                     "base_std": _ms([final_value(r, setting, "pass_at_k", k)
+                                                      for r in col["bases"].values()])[1],
+                                     "seed_std": 0.0, "n": len(col["bases"])} for k in ks}
+    return out
+
+
+def spread_table(sp: dict, ks: tuple[int, ...] = (1, 1024)) -> str:
+    """The markdown table of :func:`spread` (points)."""
+    head = ["policy", "runs"]
+    for k in ks:
+        head += [f"pass@{k}", f"RL-seed std pass@{k}", f"base std pass@{k}", f"Δ pass@{k}", f"RL-seed std Δ{k}",
+                 f"base std Δ{k}"]
+    rows = []
+    for name, r in sp.items():
+        cells = [LABELS.get(name, name), str(r[f"pass@{ks[0]}"]["n"]) if name == "base"
+                 else f"{r['bases']} x {r['seeds']}"]
+        for k in ks:
+            lv = r[f"pass@{k}"]
+            cells += [f"{100 * lv['mean']:.1f}", f"{100 * lv['seed_std']:.1f}", f"{100 * lv['base_std']:.1f}"]
+            dv = r.get(f"d{k}")
+            cells += ["-", "-", "-"] if dv is None else [f"{100 * dv['mean']:+.1f}", f"{100 * dv['seed_std']:.1f}",
+                                                         f"{100 * dv['base_std']:.1f}"]
+        rows.append(cells)
+    return markdown_table(head, rows)
 
 
 def _traj_array(rs: list[tuple], setting: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -337,6 +391,11 @@ def write(out_dir: str, timings: dict | None = None) -> dict:
     if "per_base" in tab:
         lines += ["## Per base (mean over its seeds), T 0.6, top-p 0.95", "", tab["per_base"]]
     lines += ["## Change over each run's own base (points), T 0.6, top-p 0.95", "", tab["frontier"]]
+    sp = spread(col)
+    if sp:
+        lines += ["## RL seeds against bases (points, T 0.6, top-p 0.95): pooled within-base RL-seed std and the "
+                  "std over bases of each base's seed mean, for methods with >= 2 seeds on >= 2 bases", "",
+                  spread_table(sp)]
     mf = mass_flow_section(col) if col["runs"] else None
     if mf is not None:
         lines += ["## Mass flow (final policy against its own base, T 1, top-p 1.0; mean over runs; "
@@ -355,7 +414,7 @@ def write(out_dir: str, timings: dict | None = None) -> dict:
                                      "std": (100 * np.std([r["final"][s]["pass_at_k"] for _, _, r in rs], 0,
                                                           ddof=1 if len(rs) > 1 else 0)).tolist()}
                                  for n, rs in policies(col).items()} for s in ("eval", "eval_no_top_p", "train")},
-               "tables": tab}
+               "tables": tab, "spread": spread(col)}
     if mf is not None:
         summary["mass_flow"] = mf[1]
     with open(os.path.join(rep, "exact_summary.json"), "w") as f:
