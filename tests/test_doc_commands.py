@@ -260,13 +260,18 @@ REGISTRY: dict[str, Run | Covered | NotInCI] = {
         "docs/testbed.md); its pipeline at quick sizes is the --quick demo in tests/test_testbed.py, the bases "
         "bookkeeping tests/test_testbed_exact_report.py"),
     "python -m rlvr_jax.demo --config=configs/demo.py:demo --warm_dir runs/bases/base0/warmstart --out runs/lr5e-5 "
-    "--config.algorithms=('psr','nsr','w_reinforce') --config.lr=5e-5 --config.total_steps=80 "
+    "\"--config.algorithms=('psr','nsr','w_reinforce')\" --config.lr=5e-5 --config.total_steps=80 "
     "--config.sampled_eval=False": NotInCI("a step-size run (3 x 80 RL steps, about 15 min on 2 loaded cores); "
                                            "the same pipeline as the --quick demo in tests/test_testbed.py"),
     "python -m rlvr_jax.demo --config=configs/demo.py:demo --warm_dir runs/bases/base0/warmstart --out runs/lr8e-4 "
-    "--config.algorithms=('psr','nsr','w_reinforce') --config.lr=8e-4 --config.total_steps=10 --config.traj_every=2 "
+    "\"--config.algorithms=('psr','nsr','w_reinforce')\" --config.lr=8e-4 --config.total_steps=10 --config.traj_every=2 "
     "--config.sampled_eval=False": NotInCI("a step-size run (3 x 10 RL steps, about 8 min on 2 loaded cores); "
                                            "the same pipeline as the --quick demo in tests/test_testbed.py"),
+    "python -m rlvr_jax.demo --config=configs/demo.py:bases \"--config.bases=()\" --warm_dir runs/bases/base0/warmstart "
+    "--out runs/bases/base0 --seeds 1,2 \"--config.algorithms=('psr','nsr','w_reinforce','grpo')\"": NotInCI(
+        "RL seeds 1 and 2 of 4 methods on one base of the bases study (about 12 min per seed on 2 loaded cores, "
+        "docs/testbed.md); the same pipeline as the --quick demo in tests/test_testbed.py, the seed/base split "
+        "tests/test_testbed_exact_report.py::test_spread_splits_rl_seeds_from_bases_by_hand"),
     "python -m rlvr_jax.testbed.exact_report --out runs/bases": Covered(
         "tests/test_testbed_exact_report.py::test_study_aggregates_over_bases_and_seeds_against_each_runs_own_base"),
     "python -m rlvr_jax.testbed.exact_report --stepsize 5e-5=runs/lr5e-5 2e-4=runs/bases/base0 8e-4=runs/lr8e-4 "
@@ -314,6 +319,16 @@ def test_extractor_reads_shell_blocks_continuations_and_inline_commands():
         DocCommand("make demo", "X.md", 1), DocCommand("FOO=1 python -m rlvr_jax.x --a", "X.md", 1),
         DocCommand("python -m rlvr_jax.train --config=c.py --config.x=1", "X.md", 4),
         DocCommand("echo '#not a comment'", "X.md", 7)]
+
+
+def test_every_doc_command_is_valid_bash():
+    """A command pasted into a shell must parse: unquoted parentheses (``--config.x=('a','b')``) do not."""
+    bad = []
+    for c in doc_commands():
+        p = subprocess.run(["bash", "-n", "-c", c.command], capture_output=True, text=True)
+        if p.returncode:
+            bad.append(f"  {c.file}:{c.line}: {c.command!r}: {p.stderr.strip().splitlines()[-1]}")
+    assert not bad, "doc commands that bash cannot parse (quote the argument):\n" + "\n".join(bad)
 
 
 def test_every_doc_command_is_registered():
