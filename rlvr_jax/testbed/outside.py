@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     puzzles = [T.from_problem(q) for q in held]
     with open(os.path.join(warm, "warmstart.json")) as f:
         show_steps = bool(json.load(f).get("config", {}).get("show_steps", False))
-    budget = 32 if show_steps else 12     # rlvr_jax.testbed.warmstart.max_new_tokens
+    budget = ws.max_new_tokens(ws.WarmStartConfig(show_steps=show_steps))   # the evaluator's token budget
     stops, pad = stop_token_ids(tok), int(tok.pad_token_id)
     temp, top_p = E.SETTINGS[args.setting]
     policies = {"base": os.path.join(warm, ws.BASE_DIR), **runs}
