@@ -122,6 +122,15 @@ def test_bad_device_splits_are_refused_before_anything_starts(tmp_path):
     assert p.returncode == 2 and "PYTHON=false cannot import rlvr_jax" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_launcher_refuses_a_bad_field_in_one_line_before_any_server():
+    e = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-m", "rlvr_jax.rollout.vllm_launch", "--config=configs/tiny_cpu.py:nsr",
+                        "--config.rollout.vllm.dtype=auto", "--config.model.dtype=float32", "--dry_run"],
+                       cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "config field 'rollout.vllm.dtype'" in p.stderr
+
+
 def test_server_dtype_follows_the_learner_and_auto_is_refused_under_float32():
     from rlvr_jax.config import ConfigError, validate_config
     from rlvr_jax.config.presets import experiment

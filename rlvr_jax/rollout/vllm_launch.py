@@ -88,18 +88,15 @@ def launch_configs(cfg) -> list[VLLMServerConfig]:
 
 def checked_config(cfg):
     """``cfg`` with ``rollout.engine='vllm'``, validated as the trainer validates it (the fields the servers and the
-    trainer share are checked once, here, before a server starts); a bad field exits with its name (exit 2)."""
+    trainer share are checked once, here, before a server starts); a bad field raises its ConfigError, which
+    :func:`rlvr_jax.cli.run_cli` reports as one line naming the field (exit 2)."""
     import ml_collections
 
-    from rlvr_jax.config import ConfigError, validate_config
+    from rlvr_jax.config import validate_config
 
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     cfg.rollout.engine = "vllm"
-    try:
-        validate_config(cfg, check_files=False)
-    except ConfigError as e:
-        print(f"[vllm_launch] config error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    validate_config(cfg, check_files=False)
     return cfg
 
 
