@@ -244,9 +244,11 @@ def evaluate_exact(model, cands: CandidateSet, stop_ids: Sequence[int], pad_id: 
     return policy_metrics(probs, cands, kmax), probs
 
 
-def load_candidates(warm_dir: str, num_problems: int | None = None, show_steps: bool = False):
-    """``(tokenizer, CandidateSet)`` of the held-out puzzles of a warm-start directory (the first
-    ``num_problems``)."""
+def load_split(warm_dir: str, split: str = "heldout", num_problems: int | None = None):
+    """``(tokenizer, problems, candidate set, number of problems in the split)`` of a warm-start directory's
+    ``split`` (``heldout`` or ``rl``; the first ``num_problems`` of it), its candidates written as the warm start
+    writes its answers (``warmstart.json``'s ``show_steps`` and rare strategies)."""
+    import json
     import os
 
     from transformers import AutoTokenizer
@@ -255,11 +257,19 @@ def load_candidates(warm_dir: str, num_problems: int | None = None, show_steps: 
     from rlvr_jax.testbed import warmstart as ws
 
     tok = AutoTokenizer.from_pretrained(os.path.join(warm_dir, ws.BASE_DIR))
-    held = list(load_file(os.path.join(warm_dir, ws.DATA_DIR, "heldout.jsonl"), "heldout"))
+    problems = list(load_file(os.path.join(warm_dir, ws.DATA_DIR, f"{split}.jsonl"), split))
+    num_all = len(problems)
     if num_problems is not None:
-        held = held[:num_problems]
+        problems = problems[:num_problems]
     with open(os.path.join(warm_dir, "warmstart.json")) as f:
-        import json
         wcfg = json.load(f).get("config", {})
-    return tok, candidates(held, tok, show_steps=bool(wcfg.get("show_steps", show_steps)),
-                           rare_strategies=tuple(wcfg.get("rare_strategies", ("product_minus",))))
+    cands = candidates(problems, tok, show_steps=bool(wcfg.get("show_steps", False)),
+                       rare_strategies=tuple(wcfg.get("rare_strategies", ("product_minus",))))
+    return tok, problems, cands, num_all
+
+
+def load_candidates(warm_dir: str, num_problems: int | None = None):
+    """``(tokenizer, CandidateSet)`` of the held-out puzzles of a warm-start directory (the first
+    ``num_problems``)."""
+    tok, _, cands, _ = load_split(warm_dir, "heldout", num_problems)
+    return tok, cands

@@ -51,6 +51,15 @@ def _save_probs(path: str, probs_by_step: dict[int, dict[str, np.ndarray]]) -> N
     np.savez_compressed(path, **{f"{name}/{step}": p for step, pr in probs_by_step.items() for name, p in pr.items()})
 
 
+def _write(out_dir: str, name: str, rec: dict, probs_by_step: dict[int, dict[str, np.ndarray]]) -> None:
+    """``<out_dir>/exact/<name>.json`` (the record) and ``<name>_probs.npz`` (the probabilities per step)."""
+    d = os.path.join(out_dir, "exact")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"{name}.json"), "w") as f:
+        json.dump(rec, f)
+    _save_probs(os.path.join(d, f"{name}_probs.npz"), probs_by_step)
+
+
 def load_probs(path: str) -> dict[int, dict[str, np.ndarray]]:
     """``{step: {setting: [R] probabilities}}`` from a ``*_probs.npz`` written here."""
     out: dict[int, dict[str, np.ndarray]] = {}
@@ -71,11 +80,7 @@ def evaluate_base(base_hf: str, cands: E.CandidateSet, tokenizer, out_dir: str) 
     metrics, probs = E.evaluate_exact(model, cands, stop_token_ids(tokenizer), pad_id=int(tokenizer.pad_token_id))
     rec = {"checkpoint": base_hf, "final": metrics, "steps": [0],
            "trajectory": [dict(trajectory_point(metrics, probs, probs, cands), step=0)]}
-    d = os.path.join(out_dir, "exact")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "base.json"), "w") as f:
-        json.dump(rec, f)
-    _save_probs(os.path.join(d, "base_probs.npz"), {0: probs})
+    _write(out_dir, "base", rec, {0: probs})
     return rec, probs
 
 
@@ -106,9 +111,5 @@ def evaluate_run(run_dir: str, algo: str, cands: E.CandidateSet, tokenizer, base
         final = metrics
     rec = {"algo": algo, "run_dir": run_dir, "steps": [t["step"] for t in traj], "trajectory": traj,
            "final": final}
-    d = os.path.join(out_dir, "exact")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"{algo}.json"), "w") as f:
-        json.dump(rec, f)
-    _save_probs(os.path.join(d, f"{algo}_probs.npz"), probs_by_step)
+    _write(out_dir, algo, rec, probs_by_step)
     return rec

@@ -397,21 +397,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     warm, runs = resolve_runs(args.warm_dir, args.runs)
 
-    from transformers import AutoTokenizer
-
-    from rlvr_jax.data import load_file, stop_token_ids
+    from rlvr_jax.data import stop_token_ids
     from rlvr_jax.models import load_hf
     from rlvr_jax.testbed import warmstart as ws
 
-    tok = AutoTokenizer.from_pretrained(os.path.join(warm, ws.BASE_DIR))
-    probs_in = list(load_file(os.path.join(warm, ws.DATA_DIR, f"{args.split}.jsonl"), args.split))
-    with open(os.path.join(warm, "warmstart.json")) as f:
-        wcfg = json.load(f).get("config", {})
-    num_all = len(probs_in)
-    if args.num_problems is not None:
-        probs_in = probs_in[:args.num_problems]
-    cands = E.candidates(probs_in, tok, show_steps=bool(wcfg.get("show_steps", False)),
-                         rare_strategies=tuple(wcfg.get("rare_strategies", ("product_minus",))))
+    tok, probs_in, cands, num_all = E.load_split(warm, args.split, args.num_problems)
     stops, pad = stop_token_ids(tok), int(tok.pad_token_id)
     settings = {args.setting: E.SETTINGS[args.setting], "train": E.SETTINGS["train"]}
 

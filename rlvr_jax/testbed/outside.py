@@ -185,12 +185,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from rlvr_jax.testbed.massflow import resolve_runs
     warm, runs = resolve_runs(args.warm_dir, args.runs, prog="outside")
 
-    from rlvr_jax.data import load_file, stop_token_ids
+    from rlvr_jax.data import stop_token_ids
     from rlvr_jax.models import load_hf
     from rlvr_jax.testbed import warmstart as ws
 
-    tok, cands = E.load_candidates(warm, args.num_problems)
-    held = list(load_file(os.path.join(warm, ws.DATA_DIR, "heldout.jsonl"), "heldout"))[:cands.num_puzzles]
+    tok, held, cands, _ = E.load_split(warm, "heldout", args.num_problems)
     puzzles = [T.from_problem(q) for q in held]
     with open(os.path.join(warm, "warmstart.json")) as f:
         show_steps = bool(json.load(f).get("config", {}).get("show_steps", False))
